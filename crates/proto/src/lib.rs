@@ -28,3 +28,40 @@ pub const CERTIFICATE_ERROR_METADATA_KEY: &str = "wendycloud-certificate-error-b
 /// and CSRs are a few KiB even with ML-DSA-87; 256 KiB leaves room for CA
 /// bundles and CRLs while refusing oversized requests early.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Facts of the WendyOS contract that every binary shares: ports, names,
+/// mDNS records, environment variables. Defined here once.
+pub mod contract {
+    /// The agent's plaintext gRPC port, open only while unprovisioned.
+    pub const DEFAULT_AGENT_PORT: u16 = 50051;
+
+    /// Environment variable that overrides [`DEFAULT_AGENT_PORT`].
+    pub const AGENT_PORT_ENV: &str = "WENDY_AGENT_PORT";
+
+    /// The agent's mTLS port: always the plaintext port plus one.
+    pub const fn mtls_port(plaintext_port: u16) -> u16 {
+        plaintext_port.wrapping_add(1)
+    }
+
+    /// pki-core's wendy frontend port.
+    pub const DEFAULT_PKICORE_PORT: u16 = 50051;
+
+    /// pki-core's development API key (`serve all --dev`). Never use it in
+    /// production.
+    pub const DEV_API_KEY: &str = "dev-secret-change-me";
+
+    /// The gRPC metadata key carrying `Bearer <api key>`.
+    pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+    /// The DNS-SD service type devices advertise.
+    pub const MDNS_SERVICE_TYPE: &str = "_wendyos._udp";
+
+    /// TXT key: the device's stable id.
+    pub const TXT_ID: &str = "id";
+    /// TXT key: the device's name.
+    pub const TXT_NAME: &str = "name";
+    /// TXT key: the device's display name.
+    pub const TXT_DISPLAYNAME: &str = "displayname";
+    /// TXT key present as `tls=true` once the advertised port is mTLS.
+    pub const TXT_TLS: &str = "tls";
+}

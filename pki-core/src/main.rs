@@ -1,1 +1,429 @@
-fn main() { println!("stub"); }
+//! `pkicore`: the WendyOS PKI engine and its admin commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use pkicore::config::Config;
+use pkicore::serve::ServeOptions;
+use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
+use wendy_proto::pkicore::api_key_admin_service_client::ApiKeyAdminServiceClient;
+use wendy_proto::pkicore::ca_admin_service_client::CaAdminServiceClient;
+use wendy_proto::pkicore::credential_admin_service_client::CredentialAdminServiceClient;
+
+#[derive(Parser, Debug)]
+#[command(name = "pkicore", version, about = "pki-core: the self-hosted WendyOS PKI engine")]
+struct Cli {
+    /// Data directory: database, CA keys, admin socket.
+    #[arg(long, global = true, env = pkicore::DATA_DIR_ENV)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the engine.
+    #[command(subcommand)]
+    Serve(Serve),
+    /// Certificate authorities.
+    #[command(subcommand)]
+    Ca(Ca),
+    /// API keys.
+    #[command(subcommand)]
+    Apikey(ApiKey),
+    /// Enrolment tokens.
+    #[command(subcommand)]
+    Token(Token),
+    /// Issued certificates.
+    #[command(subcommand)]
+    Cert(Cert),
+    /// Operator-provisioned credentials.
+    #[command(subcommand)]
+    Credential(Credential),
+}
+
+#[derive(Args, Debug)]
+struct Listen {
+    /// Frontend listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve plaintext gRPC (compat only; tokens and keys cross in the clear).
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Serve {
+    /// Engine, wendy frontend and local admin API.
+    All {
+        /// Development mode: accept the well-known Owner API key.
+        #[arg(long)]
+        dev: bool,
+        /// Extra DNS names for the frontend's server certificate.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        #[command(flatten)]
+        listen: Listen,
+    },
+    /// The wendy frontend (and local admin API) from a config file.
+    Wendy {
+        /// YAML configuration (see config.example.yaml).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        listen: Listen,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Ca {
+    /// Create an additional CA (it joins the bundle; it does not issue).
+    Create {
+        /// Subject common name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// ml-dsa-65 (default), ml-dsa-44, ml-dsa-87, ecdsa-p256.
+        #[arg(long, default_value = "")]
+        algorithm: String,
+        /// Validity in days (default ten years).
+        #[arg(long, default_value_t = 0)]
+        validity_days: i64,
+    },
+    /// List every CA.
+    List,
+    /// Rotate a CA (default: the issuing one): same subject, new key.
+    Rotate {
+        /// CA id or fingerprint.
+        #[arg(long, default_value = "")]
+        ca: String,
+    },
+    /// Print a CA certificate (default: the whole active bundle).
+    Export {
+        /// CA id or fingerprint.
+        #[arg(long, default_value = "")]
+        ca: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApiKey {
+    /// Create an API key; its secret is shown once.
+    Create {
+        /// A name.
+        #[arg(long)]
+        name: String,
+        /// Owner, Admin, Member or Viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// List API keys.
+    List,
+    /// Revoke an API key.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Token {
+    /// Mint an enrolment token (device by default).
+    Create {
+        /// A user token instead of a device token.
+        #[arg(long)]
+        user: bool,
+        /// Organization id.
+        #[arg(long, default_value_t = 1)]
+        org: i32,
+        /// Device name (device tokens).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime in seconds (0: 600).
+        #[arg(long, default_value_t = 0)]
+        ttl: i64,
+        /// Role of the user certificate (user tokens).
+        #[arg(long, default_value = "")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Cert {
+    /// List certificates.
+    List {
+        /// Organization id (0: all).
+        #[arg(long, default_value_t = 0)]
+        org: i32,
+        /// Asset id (0: all).
+        #[arg(long, default_value_t = 0)]
+        asset: i32,
+    },
+    /// Revoke a certificate by id (serial).
+    Revoke {
+        /// Certificate id.
+        id: String,
+        /// Reason (wire enum value, e.g. 1 key compromise).
+        #[arg(long, default_value_t = 0)]
+        reason: i32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Credential {
+    /// Mint a key pair server-side and issue a certificate for it.
+    Provision {
+        /// Role (user credentials).
+        #[arg(long)]
+        role: String,
+        /// Asset id: a device credential for this asset.
+        #[arg(long)]
+        device: Option<i32>,
+        /// Organization id.
+        #[arg(long, default_value_t = 1)]
+        org: i32,
+        /// Name (user id for user credentials).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Directory to write key.age, cert.pem and chain.pem into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+fn data_dir(cli: &Option<PathBuf>, config: Option<&Config>) -> PathBuf {
+    cli.clone()
+        .or_else(|| config.and_then(|c| c.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from(pkicore::DEFAULT_DATA_DIR))
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], wendy_proto::contract::DEFAULT_PKICORE_PORT))
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PKICORE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli).await {
+        eprintln!("pkicore: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir_flag = cli.data_dir.clone();
+    match cli.command {
+        Command::Serve(Serve::All { dev, server_names, listen }) => {
+            let mut config = Config::default();
+            config.frontend.wendy.server_names = server_names;
+            let options = ServeOptions {
+                data_dir: data_dir(&dir_flag, None),
+                listen: listen.listen.unwrap_or_else(default_listen),
+                insecure_plaintext: listen.insecure_plaintext,
+                dev,
+                config,
+            };
+            pkicore::serve::run(options).await?;
+        }
+        Command::Serve(Serve::Wendy { config, listen }) => {
+            let config = Config::load(&config)?;
+            let options = ServeOptions {
+                data_dir: data_dir(&dir_flag, Some(&config)),
+                listen: listen.listen.or(config.frontend.wendy.listen).unwrap_or_else(default_listen),
+                insecure_plaintext: listen.insecure_plaintext,
+                dev: false,
+                config,
+            };
+            pkicore::serve::run(options).await?;
+        }
+        other => admin(&data_dir(&dir_flag, None), other).await?,
+    }
+    Ok(())
+}
+
+async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<()> {
+    let channel = pkicore::client::connect_admin(&data_dir.join(pkicore::ADMIN_SOCKET_NAME)).await?;
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match command {
+        Command::Serve(_) => bail!("not an admin command"),
+        Command::Ca(ca) => {
+            let mut client = CaAdminServiceClient::new(channel);
+            use wendy_proto::pkicore::*;
+            let show = |c: &CaInfo| {
+                println!(
+                    "{}  {}  {}  {}  {}  valid until {}",
+                    c.id,
+                    if c.active { "issuing" } else { "       " },
+                    c.key_algorithm,
+                    c.fingerprint_sha256,
+                    c.subject,
+                    ts(&c.not_after)
+                )
+            };
+            match ca {
+                Ca::Create { name, algorithm, validity_days } => {
+                    let c = client
+                        .create_ca(CreateCaRequest { common_name: name, key_algorithm: algorithm, validity_days })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    show(&c);
+                }
+                Ca::List => {
+                    for c in client.list_cas(ListCasRequest {}).await.map_err(status)?.into_inner().cas {
+                        show(&c);
+                    }
+                }
+                Ca::Rotate { ca } => {
+                    let c = client.rotate_ca(RotateCaRequest { ca_id: ca }).await.map_err(status)?.into_inner();
+                    show(&c);
+                    println!("CA fingerprint: {}", c.fingerprint_sha256);
+                }
+                Ca::Export { ca } => {
+                    let pem = client.export_ca(ExportCaRequest { ca_id: ca }).await.map_err(status)?.into_inner();
+                    print!("{}", pem.pem_certificate);
+                }
+            }
+        }
+        Command::Apikey(k) => {
+            let mut client = ApiKeyAdminServiceClient::new(channel);
+            use wendy_proto::pkicore::*;
+            match k {
+                ApiKey::Create { name, role } => {
+                    let r = client.create_api_key(CreateApiKeyRequest { name, role }).await.map_err(status)?.into_inner();
+                    let info = r.key.unwrap_or_default();
+                    eprintln!("API key {} ({}) created; the secret is shown once:", info.id, info.role);
+                    println!("{}", r.secret);
+                }
+                ApiKey::List => {
+                    for k in client.list_api_keys(ListApiKeysRequest {}).await.map_err(status)?.into_inner().keys {
+                        println!(
+                            "{}  {:<7}  {}  created {}{}",
+                            k.id,
+                            k.role,
+                            k.name,
+                            ts(&k.created_at),
+                            if k.revoked { "  REVOKED" } else { "" }
+                        );
+                    }
+                }
+                ApiKey::Revoke { id } => {
+                    client.revoke_api_key(RevokeApiKeyRequest { id: id.clone() }).await.map_err(status)?;
+                    println!("revoked API key {id}");
+                }
+            }
+        }
+        Command::Token(Token::Create { user, org, name, ttl, role }) => {
+            let mut client = CertificateServiceClient::new(channel);
+            use wendy_proto::cloud::*;
+            if user {
+                let r = client
+                    .create_user_enrollment_token(CreateUserEnrollmentTokenRequest {
+                        ttl_seconds: ttl,
+                        organization_id: org,
+                        role,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                eprintln!("user enrolment token for org {org}, expires {}:", ts(&r.expires_at));
+                println!("{}", r.enrollment_token);
+            } else {
+                let r = client
+                    .create_asset_enrollment_token(CreateAssetEnrollmentTokenRequest {
+                        organization_id: org,
+                        name,
+                        ttl_seconds: ttl,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                eprintln!("device enrolment token for org {org} asset {}, expires {}:", r.asset_id, ts(&r.expires_at));
+                println!("{}", r.enrollment_token);
+            }
+        }
+        Command::Cert(c) => {
+            let mut client = CertificateServiceClient::new(channel);
+            use wendy_proto::cloud::*;
+            match c {
+                Cert::List { org, asset } => {
+                    let mut stream = client
+                        .list_certificates(ListCertificatesRequest { organization_id: org, asset_id: asset })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    while let Some(c) = stream.message().await.map_err(status)? {
+                        let status_name = CertificateStatus::try_from(c.status)
+                            .map(|s| s.as_str_name().trim_start_matches("CERTIFICATE_STATUS_").to_owned())
+                            .unwrap_or_default();
+                        println!(
+                            "{}  org {} asset {} {}  {}  until {}",
+                            c.id,
+                            c.organization_id,
+                            c.asset_id,
+                            if c.user_id.is_empty() { String::new() } else { format!("user {}", c.user_id) },
+                            status_name,
+                            ts(&c.not_after)
+                        );
+                    }
+                }
+                Cert::Revoke { id, reason } => {
+                    client
+                        .revoke_certificate(RevokeCertificateRequest { certificate_id: id.clone(), reason })
+                        .await
+                        .map_err(status)?;
+                    println!("revoked certificate {id}; it is listed in the CRL from now on");
+                }
+            }
+        }
+        Command::Credential(Credential::Provision { role, device, org, name, out }) => {
+            let mut client = CredentialAdminServiceClient::new(channel);
+            let r = client
+                .provision_credential(wendy_proto::pkicore::ProvisionCredentialRequest {
+                    role,
+                    organization_id: org,
+                    asset_id: device.unwrap_or(0),
+                    device_name: name,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            write_new(&out.join("key.age"), &r.age_encrypted_key)?;
+            write_new(&out.join("cert.pem"), &r.pem_certificate)?;
+            write_new(&out.join("chain.pem"), &r.pem_certificate_chain)?;
+            eprintln!("wrote key.age, cert.pem and chain.pem to {}", out.display());
+            eprintln!("passphrase for key.age (shown once, never stored):");
+            println!("{}", r.passphrase);
+        }
+    }
+    Ok(())
+}
+
+fn write_new(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,756 @@
+//! The PKI engine: tokens, issuance, renewal, revocation, CRLs, CA rotation
+//! and operator-provisioned credentials. Transport-agnostic and
+//! synchronous; the gRPC layers call it from blocking tasks.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::{Duration, OffsetDateTime};
+use wendy_identity::bundle::TrustBundle;
+use wendy_identity::crl::{RevokedEntry, VerifiedCrl};
+use wendy_identity::csr::VerifiedCsr;
+use wendy_identity::key::{KeyAlgorithm, PrivateKey};
+use wendy_identity::profile::LeafProfile;
+use wendy_identity::role::Role;
+use wendy_identity::tls::{Credentials, WendyClientVerifier};
+use wendy_identity::verify::{CertificateInfo, Purpose, VerifyError};
+use wendy_proto::cloud::{Certificate, CertificateStatus};
+
+use crate::auth::Principal;
+use crate::ca::{self, LoadedCa};
+use crate::store::{
+    ApiKeyRecord, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, NewToken, Store, TokenKind,
+};
+use crate::{secret, Error};
+
+/// Default enrolment token lifetime, in seconds.
+pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 600;
+
+/// Longest enrolment token lifetime accepted, in seconds (one week).
+pub const MAX_TOKEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Default validity of device and user certificates.
+pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::days(90);
+
+/// How long each CRL is valid (its nextUpdate); CRLs are re-signed well
+/// before, see [`CRL_REFRESH_INTERVAL`].
+pub const CRL_VALIDITY: Duration = Duration::hours(24);
+
+/// How often CRLs are re-signed even without revocations.
+pub const CRL_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Validity of the frontend's TLS server certificate.
+pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Where CA keys live.
+    pub data_dir: PathBuf,
+    /// Validity of device and user certificates.
+    pub leaf_validity: Duration,
+    /// Common name of a CA created on first start.
+    pub ca_common_name: String,
+    /// The CA that issues (config `frontend.wendy.device_ca_id`); the
+    /// newest issuing CA if unset.
+    pub issuing_ca_id: Option<String>,
+    /// API keys from configuration: (SHA-256 hex, principal).
+    pub static_api_keys: Vec<(String, Principal)>,
+}
+
+impl EngineConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            leaf_validity: DEFAULT_LEAF_VALIDITY,
+            ca_common_name: ca::DEFAULT_CA_COMMON_NAME.into(),
+            issuing_ca_id: None,
+            static_api_keys: Vec::new(),
+        }
+    }
+}
+
+/// The CAs currently loaded.
+#[derive(Debug)]
+struct CaSet {
+    issuing: Arc<LoadedCa>,
+    /// Every unexpired CA, issuing first.
+    active: Vec<Arc<LoadedCa>>,
+    bundle: TrustBundle,
+    bundle_pem: String,
+}
+
+/// A CRL as served.
+#[derive(Clone, Debug)]
+pub struct CrlEntry {
+    /// The signing CA's id.
+    pub ca_id: String,
+    /// PEM.
+    pub pem: String,
+}
+
+/// A freshly minted enrolment token (the secret is shown once).
+#[derive(Debug)]
+pub struct MintedToken {
+    /// The token secret.
+    pub token: zeroize::Zeroizing<String>,
+    /// Asset id assigned (asset tokens).
+    pub asset_id: i32,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// An operator-provisioned credential (returned once).
+#[derive(Debug)]
+pub struct ProvisionedCredential {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// The age file holding the PKCS#8 PEM key.
+    pub age_file: String,
+    /// The four-word passphrase.
+    pub passphrase: zeroize::Zeroizing<String>,
+    /// The public key (SPKI) PEM, as stored in the certificate.
+    pub public_key_pem: String,
+}
+
+/// The PKI engine.
+pub struct Engine {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    cas: RwLock<Arc<CaSet>>,
+    crls: RwLock<Arc<Vec<CrlEntry>>>,
+    crl_lock: Mutex<()>,
+    verifier: Arc<WendyClientVerifier>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn lock_err<T>(_: T) -> Error {
+    Error::Internal("engine lock poisoned".into())
+}
+
+impl Engine {
+    /// Opens the engine: loads every CA, creating an ML-DSA-65 ten-year CA
+    /// if there is none, and signs fresh CRLs.
+    pub fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, Error> {
+        let mut records = store.list_cas()?;
+        if records.is_empty() {
+            let created = ca::create(
+                &config.data_dir,
+                &config.ca_common_name,
+                KeyAlgorithm::MlDsa65,
+                ca::DEFAULT_CA_VALIDITY,
+                true,
+            )?;
+            store.insert_ca(&created.record)?;
+            tracing::info!(ca = %created.record.id, "created a new ML-DSA-65 CA");
+            records = store.list_cas()?;
+        }
+        if let Some(id) = &config.issuing_ca_id {
+            let found = records.iter().find(|r| &r.id == id || &r.fingerprint == id);
+            let Some(found) = found else {
+                return Err(Error::NotFound(format!("device_ca_id {id} is not a known CA")));
+            };
+            if !found.issuing {
+                store.set_issuing_ca(&found.id.clone(), now().unix_timestamp())?;
+                records = store.list_cas()?;
+            }
+        }
+        let set = load_set(&config, &records)?;
+        let verifier = Arc::new(WendyClientVerifier::new(set.bundle.clone(), false));
+        let engine = Self {
+            config,
+            store,
+            cas: RwLock::new(Arc::new(set)),
+            crls: RwLock::new(Arc::new(Vec::new())),
+            crl_lock: Mutex::new(()),
+            verifier,
+        };
+        engine.refresh_crls()?;
+        Ok(engine)
+    }
+
+    /// The client-certificate verifier the TLS frontend uses; it follows CA
+    /// rotations and CRL updates live.
+    pub fn verifier(&self) -> Arc<WendyClientVerifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    fn set(&self) -> Result<Arc<CaSet>, Error> {
+        self.cas.read().map(|g| Arc::clone(&g)).map_err(lock_err)
+    }
+
+    /// The issuing CA's record.
+    pub fn issuing_ca(&self) -> Result<CaRecord, Error> {
+        Ok(self.set()?.issuing.record.clone())
+    }
+
+    /// Every active CA as one PEM bundle, issuing CA first.
+    pub fn bundle_pem(&self) -> Result<String, Error> {
+        Ok(self.set()?.bundle_pem.clone())
+    }
+
+    /// The TLS identity of the frontend: a server certificate from the
+    /// issuing CA naming [`wendy_identity::PKICORE_SERVER_NAME`] and
+    /// `extra_names`, chained with that CA so clients can pin it.
+    pub fn server_credentials(&self, extra_names: &[String]) -> Result<Credentials, Error> {
+        let set = self.set()?;
+        let key = PrivateKey::generate(KeyAlgorithm::MlDsa65)?;
+        let mut dns_names = vec![wendy_identity::PKICORE_SERVER_NAME.to_owned()];
+        dns_names.extend(extra_names.iter().filter(|n| !n.is_empty()).cloned());
+        dns_names.dedup();
+        let issued = set.issuing.ca.issue(
+            &LeafProfile::Server { dns_names: dns_names.clone() },
+            &key.public_key_der(),
+            now(),
+            SERVER_CERT_VALIDITY,
+        )?;
+        self.store.audit(&AuditEntry {
+            at: now().unix_timestamp(),
+            event: "issue".into(),
+            actor: "local".into(),
+            subject: issued.serial_hex.clone(),
+            detail: format!("frontend server certificate for {dns_names:?}"),
+        })?;
+        Ok(Credentials { chain: vec![issued.der, set.issuing.ca.certificate().clone()], key })
+    }
+
+    // ---- authentication -------------------------------------------------
+
+    /// Authenticates an API key secret.
+    pub fn authenticate(&self, secret_key: Option<&str>) -> Result<Principal, Error> {
+        let Some(secret_key) = secret_key else {
+            return Err(Error::Unauthenticated("missing `authorization: Bearer <api key>`".into()));
+        };
+        let hash = secret::hash(secret_key);
+        if let Some((_, p)) = self.config.static_api_keys.iter().find(|(h, _)| *h == hash) {
+            return Ok(p.clone());
+        }
+        match self.store.find_api_key(&hash)? {
+            Some(k) => Ok(Principal { id: k.id, role: k.role }),
+            None => Err(Error::Unauthenticated("unknown or revoked API key".into())),
+        }
+    }
+
+    /// Stores an API key given as a secret (for example the dev key), if it
+    /// is not stored yet.
+    pub fn ensure_api_key(&self, name: &str, role: Role, secret_key: &str) -> Result<(), Error> {
+        let hash = secret::hash(secret_key);
+        if self.store.find_api_key(&hash)?.is_none() {
+            self.store.insert_api_key(&ApiKeyRecord {
+                id: secret::random_id(),
+                name: name.into(),
+                role,
+                hash,
+                created_at: now().unix_timestamp(),
+                revoked: false,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates an API key; returns its record and its secret (shown once).
+    pub fn create_api_key(&self, name: &str, role: Role) -> Result<(ApiKeyRecord, zeroize::Zeroizing<String>), Error> {
+        let secret_key = secret::generate(secret::API_KEY_PREFIX);
+        let record = ApiKeyRecord {
+            id: secret::random_id(),
+            name: name.into(),
+            role,
+            hash: secret::hash(&secret_key),
+            created_at: now().unix_timestamp(),
+            revoked: false,
+        };
+        self.store.insert_api_key(&record)?;
+        Ok((record, secret_key))
+    }
+
+    /// Every API key (hashes never leave the engine).
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, Error> {
+        Ok(self.store.list_api_keys()?)
+    }
+
+    /// Revokes an API key.
+    pub fn revoke_api_key(&self, id: &str) -> Result<(), Error> {
+        if self.store.revoke_api_key(id, now().unix_timestamp())? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no active API key {id}")))
+        }
+    }
+
+    // ---- tokens -----------------------------------------------------------
+
+    fn token_expiry(ttl_seconds: i64) -> Result<i64, Error> {
+        let ttl = match ttl_seconds {
+            0 => DEFAULT_TOKEN_TTL_SECONDS,
+            t if !(1..=MAX_TOKEN_TTL_SECONDS).contains(&t) => {
+                return Err(Error::InvalidArgument(format!(
+                    "ttl_seconds must be between 1 and {MAX_TOKEN_TTL_SECONDS} (0 means {DEFAULT_TOKEN_TTL_SECONDS})"
+                )))
+            }
+            t => t,
+        };
+        Ok(now().unix_timestamp() + ttl)
+    }
+
+    fn check_org(organization_id: i32) -> Result<(), Error> {
+        if organization_id < 0 {
+            return Err(Error::InvalidArgument("organization_id must not be negative".into()));
+        }
+        Ok(())
+    }
+
+    /// Mints a device enrolment token; needs Admin. Assigns the next asset
+    /// id of the organization.
+    pub fn create_asset_token(
+        &self,
+        principal: &Principal,
+        organization_id: i32,
+        name: &str,
+        ttl_seconds: i64,
+    ) -> Result<MintedToken, Error> {
+        principal.require(Role::Admin)?;
+        Self::check_org(organization_id)?;
+        let expires_at = Self::token_expiry(ttl_seconds)?;
+        let token = secret::generate(secret::TOKEN_PREFIX);
+        let minted = self.store.insert_token(&NewToken {
+            hash: secret::hash(&token),
+            kind: TokenKind::Asset,
+            organization_id,
+            name: name.chars().take(128).collect(),
+            role: None,
+            created_by: principal.id.clone(),
+            created_at: now().unix_timestamp(),
+            expires_at,
+        })?;
+        Ok(MintedToken { token, asset_id: minted.asset_id, expires_at })
+    }
+
+    /// Mints a user enrolment token. The role defaults to, and may never
+    /// exceed, the caller's.
+    pub fn create_user_token(
+        &self,
+        principal: &Principal,
+        organization_id: i32,
+        ttl_seconds: i64,
+        role: &str,
+    ) -> Result<MintedToken, Error> {
+        Self::check_org(organization_id)?;
+        let role = if role.trim().is_empty() {
+            principal.role
+        } else {
+            role.parse::<Role>().map_err(|e| Error::InvalidArgument(e.to_string()))?
+        };
+        if !principal.role.allows(role) {
+            return Err(Error::PermissionDenied(format!(
+                "a {} API key cannot mint a token for role {role}",
+                principal.role
+            )));
+        }
+        let expires_at = Self::token_expiry(ttl_seconds)?;
+        let token = secret::generate(secret::TOKEN_PREFIX);
+        self.store.insert_token(&NewToken {
+            hash: secret::hash(&token),
+            kind: TokenKind::User,
+            organization_id,
+            name: String::new(),
+            role: Some(role),
+            created_by: principal.id.clone(),
+            created_at: now().unix_timestamp(),
+            expires_at,
+        })?;
+        Ok(MintedToken { token, asset_id: 0, expires_at })
+    }
+
+    // ---- issuance ---------------------------------------------------------
+
+    fn sign(&self, profile: &LeafProfile, public_key_der: &[u8], at: OffsetDateTime) -> Result<CertRecord, Error> {
+        let set = self.set()?;
+        let issued = set.issuing.ca.issue(profile, public_key_der, at, self.config.leaf_validity)?;
+        let id = wendy_identity::crl::normalize_serial_hex(
+            &hex::decode(&issued.serial_hex).map_err(|_| Error::Internal("serial is not hex".into()))?,
+        );
+        let (kind, organization_id, asset_id, user_id, role) = match profile {
+            LeafProfile::Device { organization_id, asset_id } => ("device", *organization_id, *asset_id, String::new(), None),
+            LeafProfile::User { organization_id, user_id, role } => ("user", *organization_id, 0, user_id.clone(), Some(*role)),
+            LeafProfile::Server { .. } => ("server", 0, 0, String::new(), None),
+        };
+        let t = at.unix_timestamp();
+        Ok(CertRecord {
+            id,
+            ca_id: set.issuing.record.id.clone(),
+            kind: kind.into(),
+            organization_id,
+            asset_id,
+            user_id,
+            role,
+            certificate_pem: issued.pem,
+            not_before: issued.not_before.unix_timestamp(),
+            not_after: issued.not_after.unix_timestamp(),
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: 0,
+            created_at: t,
+            updated_at: t,
+        })
+    }
+
+    /// The wire form of a stored certificate, with the CA bundle as chain.
+    pub fn to_proto(&self, c: &CertRecord) -> Result<Certificate, Error> {
+        let status = match c.status {
+            CertStatus::Revoked => CertificateStatus::Revoked,
+            CertStatus::Active if c.not_after <= now().unix_timestamp() => CertificateStatus::Expired,
+            CertStatus::Active => CertificateStatus::Active,
+        };
+        Ok(Certificate {
+            id: c.id.clone(),
+            organization_id: c.organization_id,
+            asset_id: c.asset_id,
+            serial_number: c.id.clone(),
+            pem_certificate: c.certificate_pem.clone(),
+            pem_certificate_chain: self.bundle_pem()?,
+            not_before: ts(c.not_before),
+            not_after: ts(c.not_after),
+            status: status as i32,
+            revoked_at: c.revoked_at.and_then(ts),
+            revocation_reason: c.revocation_reason,
+            created_at: ts(c.created_at),
+            updated_at: ts(c.updated_at),
+            user_id: c.user_id.clone(),
+        })
+    }
+
+    fn verify_csr(csr_pem: &str) -> Result<VerifiedCsr, Error> {
+        VerifiedCsr::from_pem(csr_pem).map_err(|e| Error::InvalidCsr(e.to_string()))
+    }
+
+    /// `IssueCertificate`: checks the token, verifies the CSR's proof of
+    /// possession, signs, then consumes the token and stores the
+    /// certificate in one transaction. Only one caller per token wins.
+    pub fn issue(&self, token: &str, csr_pem: &str) -> Result<Certificate, Error> {
+        let token = token.trim();
+        if token.is_empty() || token.len() > 256 {
+            return Err(Error::InvalidToken);
+        }
+        let hash = secret::hash(token);
+        let at = now();
+        let record = self.store.find_token(&hash)?.ok_or(Error::InvalidToken)?;
+        if record.used_at.is_some() {
+            return Err(Error::TokenAlreadyUsed);
+        }
+        if record.expires_at <= at.unix_timestamp() {
+            return Err(Error::TokenExpired);
+        }
+        let csr = Self::verify_csr(csr_pem)?;
+        let profile = match record.kind {
+            TokenKind::Asset => {
+                LeafProfile::Device { organization_id: record.organization_id, asset_id: record.asset_id }
+            }
+            TokenKind::User => LeafProfile::User {
+                organization_id: record.organization_id,
+                user_id: record.user_id.clone(),
+                role: record.role.unwrap_or(Role::Viewer),
+            },
+        };
+        let cert = self.sign(&profile, &csr.public_key_der, at)?;
+        match self.store.consume_token_and_insert(&hash, at.unix_timestamp(), &cert)? {
+            ConsumeOutcome::Issued => self.to_proto(&cert),
+            ConsumeOutcome::Unavailable => match self.store.find_token(&hash)? {
+                Some(r) if r.used_at.is_none() => Err(Error::TokenExpired),
+                _ => Err(Error::TokenAlreadyUsed),
+            },
+        }
+    }
+
+    /// Checks a client certificate chain presented over mTLS: it must
+    /// verify (clientAuth, unexpired, not in the CRL) and be one we issued
+    /// and have not revoked.
+    pub fn authenticate_peer(&self, chain: Option<&[CertificateDer<'static>]>) -> Result<CertRecord, Error> {
+        let Some((leaf, rest)) = chain.and_then(|c| c.split_first()) else {
+            return Err(Error::Unauthenticated("this call needs a client certificate (mTLS)".into()));
+        };
+        let store = self.verifier.store();
+        match store.verify(leaf, rest, Purpose::ClientAuth, UnixTime::now()) {
+            Ok(_) => {}
+            Err(VerifyError::Revoked { .. }) => return Err(Error::CertificateRevoked),
+            Err(VerifyError::Expired { .. }) => return Err(Error::CertificateExpired),
+            Err(e) => return Err(Error::Unauthenticated(e.to_string())),
+        }
+        let info = CertificateInfo::from_der(leaf)?;
+        let record = self.store.get_certificate(&info.serial_hex)?.ok_or(Error::CertificateNotFound)?;
+        if record.status == CertStatus::Revoked {
+            return Err(Error::CertificateRevoked);
+        }
+        if record.not_after <= now().unix_timestamp() {
+            return Err(Error::CertificateExpired);
+        }
+        Ok(record)
+    }
+
+    /// `RefreshCertificate`: same identity as the caller's current
+    /// certificate, possibly a new key.
+    pub fn refresh(&self, chain: Option<&[CertificateDer<'static>]>, csr_pem: &str) -> Result<Certificate, Error> {
+        let current = self.authenticate_peer(chain)?;
+        let csr = Self::verify_csr(csr_pem)?;
+        let profile = match current.kind.as_str() {
+            "device" => {
+                LeafProfile::Device { organization_id: current.organization_id, asset_id: current.asset_id }
+            }
+            "user" => LeafProfile::User {
+                organization_id: current.organization_id,
+                user_id: current.user_id.clone(),
+                role: current.role.unwrap_or(Role::Viewer),
+            },
+            _ => return Err(Error::PermissionDenied("only device and user certificates can be refreshed".into())),
+        };
+        let at = now();
+        let cert = self.sign(&profile, &csr.public_key_der, at)?;
+        self.store.insert_certificate(
+            &cert,
+            &AuditEntry {
+                at: at.unix_timestamp(),
+                event: "refresh".into(),
+                actor: format!("certificate {}", current.id),
+                subject: cert.id.clone(),
+                detail: format!("{} org {} asset {} user {:?}", cert.kind, cert.organization_id, cert.asset_id, cert.user_id),
+            },
+        )?;
+        self.to_proto(&cert)
+    }
+
+    /// `RevokeCertificate`: needs Admin; the CRL of the issuing CA is
+    /// re-signed at once.
+    pub fn revoke(&self, principal: &Principal, id: &str, reason: i32) -> Result<Certificate, Error> {
+        principal.require(Role::Admin)?;
+        let id = id.trim().to_ascii_lowercase();
+        let id = id.trim_start_matches("0x").replace(':', "");
+        let cert = self
+            .store
+            .revoke_certificate(&id, reason, now().unix_timestamp(), &principal.id)?
+            .ok_or(Error::CertificateNotFound)?;
+        self.refresh_crls()?;
+        self.to_proto(&cert)
+    }
+
+    /// `GetCertificate`: needs a valid API key.
+    pub fn get_certificate(&self, principal: &Principal, id: &str) -> Result<Certificate, Error> {
+        principal.require(Role::Viewer)?;
+        let cert = self.store.get_certificate(id.trim())?.ok_or(Error::CertificateNotFound)?;
+        self.to_proto(&cert)
+    }
+
+    /// `ListCertificates`: needs a valid API key.
+    pub fn list_certificates(&self, principal: &Principal, filter: &CertFilter) -> Result<Vec<Certificate>, Error> {
+        principal.require(Role::Viewer)?;
+        self.store.list_certificates(filter)?.iter().map(|c| self.to_proto(c)).collect()
+    }
+
+    // ---- CRLs -------------------------------------------------------------
+
+    /// Re-signs the CRL of every active CA and hands them to the verifier.
+    pub fn refresh_crls(&self) -> Result<(), Error> {
+        let _guard = self.crl_lock.lock().map_err(lock_err)?;
+        let set = self.set()?;
+        let at = now();
+        let mut entries = Vec::new();
+        let mut verified = Vec::new();
+        for ca in &set.active {
+            let revoked = self
+                .store
+                .revoked_by_ca(&ca.record.id)?
+                .into_iter()
+                .map(|(serial_hex, t)| RevokedEntry {
+                    serial_hex,
+                    revoked_at: OffsetDateTime::from_unix_timestamp(t).unwrap_or(at),
+                })
+                .collect::<Vec<_>>();
+            let number = self.store.next_crl_number(&ca.record.id)?;
+            let pem = wendy_identity::crl::build(&ca.ca, &revoked, number, at - Duration::minutes(5), at + CRL_VALIDITY)?;
+            verified.extend(VerifiedCrl::from_pem(&pem, &set.bundle)?);
+            entries.push(CrlEntry { ca_id: ca.record.id.clone(), pem });
+        }
+        self.verifier.set_crls(&verified)?;
+        *self.crls.write().map_err(lock_err)? = Arc::new(entries);
+        Ok(())
+    }
+
+    /// The current CRLs: of one CA (by id or fingerprint), or of all.
+    pub fn crls(&self, ca_id: &str) -> Result<Vec<String>, Error> {
+        let set = self.set()?;
+        let crls = self.crls.read().map_err(lock_err)?.clone();
+        let wanted = ca_id.trim();
+        let out: Vec<String> = crls
+            .iter()
+            .filter(|c| {
+                wanted.is_empty()
+                    || c.ca_id == wanted
+                    || set.active.iter().any(|a| a.record.id == c.ca_id && a.record.fingerprint == wanted)
+            })
+            .map(|c| c.pem.clone())
+            .collect();
+        if out.is_empty() && !wanted.is_empty() {
+            return Err(Error::NotFound(format!("no active CA {wanted}")));
+        }
+        Ok(out)
+    }
+
+    // ---- CAs --------------------------------------------------------------
+
+    fn reload_cas(&self) -> Result<(), Error> {
+        let set = load_set(&self.config, &self.store.list_cas()?)?;
+        self.verifier.set_bundle(set.bundle.clone())?;
+        *self.cas.write().map_err(lock_err)? = Arc::new(set);
+        self.refresh_crls()
+    }
+
+    /// Every stored CA.
+    pub fn list_cas(&self) -> Result<Vec<CaRecord>, Error> {
+        Ok(self.store.list_cas()?)
+    }
+
+    /// Creates an additional CA. It joins the bundle; it issues only if
+    /// `issuing` (or if no CA issues).
+    pub fn create_ca(&self, common_name: &str, algorithm: &str, validity_days: i64, issuing: bool) -> Result<CaRecord, Error> {
+        let algorithm = if algorithm.trim().is_empty() {
+            KeyAlgorithm::MlDsa65
+        } else {
+            algorithm.parse().map_err(|e: wendy_identity::Error| Error::InvalidArgument(e.to_string()))?
+        };
+        let validity = match validity_days {
+            0 => ca::DEFAULT_CA_VALIDITY,
+            d if (1..=36_500).contains(&d) => Duration::days(d),
+            _ => return Err(Error::InvalidArgument("validity_days must be between 1 and 36500".into())),
+        };
+        let cn = if common_name.trim().is_empty() { self.config.ca_common_name.as_str() } else { common_name.trim() };
+        let created = ca::create(&self.config.data_dir, cn, algorithm, validity, issuing)?;
+        self.store.insert_ca(&created.record)?;
+        self.reload_cas()?;
+        Ok(created.record)
+    }
+
+    /// Rotates a CA (the issuing one if `ca_id` is empty): a new key and
+    /// certificate with the same subject DN and algorithm that becomes the
+    /// issuing CA. The old CA stays in the bundle until it expires.
+    pub fn rotate_ca(&self, ca_id: &str) -> Result<CaRecord, Error> {
+        let old = if ca_id.trim().is_empty() {
+            self.issuing_ca()?
+        } else {
+            self.find_ca(ca_id)?
+        };
+        let algorithm: KeyAlgorithm =
+            old.key_algorithm.parse().map_err(|e: wendy_identity::Error| Error::Internal(e.to_string()))?;
+        let created = ca::create(&self.config.data_dir, &old.common_name, algorithm, ca::DEFAULT_CA_VALIDITY, true)?;
+        self.store.insert_ca(&created.record)?;
+        self.store.audit(&AuditEntry {
+            at: now().unix_timestamp(),
+            event: "ca".into(),
+            actor: "local".into(),
+            subject: created.record.id.clone(),
+            detail: format!("rotated from CA {}", old.id),
+        })?;
+        self.reload_cas()?;
+        Ok(created.record)
+    }
+
+    /// One CA by id or fingerprint.
+    pub fn find_ca(&self, ca_id: &str) -> Result<CaRecord, Error> {
+        let wanted = ca_id.trim().to_ascii_lowercase().replace(':', "");
+        self.store
+            .list_cas()?
+            .into_iter()
+            .find(|c| c.id == wanted || c.fingerprint == wanted)
+            .ok_or_else(|| Error::NotFound(format!("no CA {wanted}")))
+    }
+
+    // ---- operator-provisioned credentials ----------------------------------
+
+    /// Mints a key pair server-side and issues a certificate for it: a
+    /// device certificate if `asset_id > 0`, else a user certificate with
+    /// `role`. Returns the key once in an age file; stores only the
+    /// certificate (which holds the public key).
+    pub fn provision_credential(
+        &self,
+        principal: &Principal,
+        role: &str,
+        organization_id: i32,
+        asset_id: i32,
+        name: &str,
+    ) -> Result<ProvisionedCredential, Error> {
+        principal.require(Role::Admin)?;
+        Self::check_org(organization_id)?;
+        let profile = if asset_id > 0 {
+            LeafProfile::Device { organization_id, asset_id }
+        } else {
+            let role: Role = role.parse().map_err(|e: wendy_identity::Error| Error::InvalidArgument(e.to_string()))?;
+            if !principal.role.allows(role) {
+                return Err(Error::PermissionDenied(format!("cannot provision role {role}")));
+            }
+            let user_id: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c)).take(64).collect();
+            let user_id = if user_id.is_empty() { format!("operator-{}", secret::random_id()) } else { user_id };
+            LeafProfile::User { organization_id, user_id, role }
+        };
+        let key = PrivateKey::generate(KeyAlgorithm::MlDsa65)?;
+        let at = now();
+        let cert = self.sign(&profile, &key.public_key_der(), at)?;
+        let passphrase = crate::credential::generate_passphrase();
+        let age_file = crate::credential::encrypt(key.to_pem().as_bytes(), &passphrase)?;
+        self.store.insert_certificate(
+            &cert,
+            &AuditEntry {
+                at: at.unix_timestamp(),
+                event: "credential".into(),
+                actor: principal.id.clone(),
+                subject: cert.id.clone(),
+                detail: format!(
+                    "operator-provisioned {} org {} asset {} user {:?} role {}",
+                    cert.kind,
+                    cert.organization_id,
+                    cert.asset_id,
+                    cert.user_id,
+                    cert.role.map(|r| r.name()).unwrap_or("-")
+                ),
+            },
+        )?;
+        Ok(ProvisionedCredential {
+            certificate: self.to_proto(&cert)?,
+            age_file,
+            passphrase,
+            public_key_pem: key.public_key_pem(),
+        })
+    }
+}
+
+fn load_set(config: &EngineConfig, records: &[CaRecord]) -> Result<CaSet, Error> {
+    let at = now().unix_timestamp();
+    let issuing_record = records
+        .iter()
+        .rev()
+        .find(|r| r.issuing && r.not_after > at)
+        .or_else(|| records.iter().rev().find(|r| r.not_after > at))
+        .ok_or_else(|| Error::Internal("no unexpired CA: create or rotate one".into()))?;
+    let issuing = Arc::new(ca::load(&config.data_dir, issuing_record)?);
+    let mut active = vec![Arc::clone(&issuing)];
+    for r in records.iter().rev().filter(|r| r.not_after > at && r.id != issuing_record.id) {
+        active.push(Arc::new(ca::load(&config.data_dir, r)?));
+    }
+    let mut bundle = TrustBundle::default();
+    for ca in &active {
+        bundle.add(ca.ca.certificate().clone())?;
+    }
+    let bundle_pem = bundle.to_pem();
+    Ok(CaSet { issuing, active, bundle, bundle_pem })
+}

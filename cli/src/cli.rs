@@ -1,0 +1,232 @@
+//! The command line.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use wendy_identity::fingerprint::Fingerprint;
+use wendy_identity::role::Role;
+
+/// The WendyOS developer CLI.
+#[derive(Debug, Parser)]
+#[command(name = "wendy", version, about, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 credentials, 4 unreachable, 5 permission denied, 6 trust. See cli/README.md.")]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the CLI's own user certificate.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Provision and talk to devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List WendyOS devices on the local network (mDNS).
+    Discover(DiscoverArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `wendy auth ...`
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Get a user certificate from a local pki-core.
+    LoginLocal(LoginArgs),
+    /// Show the stored certificate (exit 3 if none or expired).
+    Status(JsonArg),
+    /// Renew the certificate over mTLS before it expires.
+    Refresh(JsonArg),
+    /// Remove the stored key, certificate, CA bundle and pin.
+    Logout(JsonArg),
+}
+
+/// `--json`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonArg {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The pki-core API key.
+#[derive(Debug, Args)]
+pub struct ApiKeyArg {
+    /// pki-core API key (also WENDY_API_KEY). Never printed.
+    #[arg(long, env = "WENDY_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+}
+
+/// `wendy auth login-local`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// pki-core address as this machine reaches it, HOST[:PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cloud: String,
+    /// API key.
+    #[command(flatten)]
+    pub api_key: ApiKeyArg,
+    /// Expected pki-core CA fingerprint (SHA-256, hex, colons optional).
+    /// Required when not at a terminal.
+    #[arg(long, value_name = "FP")]
+    pub ca_fingerprint: Option<Fingerprint>,
+    /// Role for the certificate (Owner, Admin, Member, Viewer); default:
+    /// the API key's own.
+    #[arg(long)]
+    pub role: Option<Role>,
+    /// Organization id.
+    #[arg(long = "org", default_value_t = 1)]
+    pub organization_id: i32,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Picking a device.
+#[derive(Debug, Args, Clone)]
+pub struct DeviceArg {
+    /// The device: NAME (mDNS or remembered) or HOST[:PORT] with the agent's
+    /// base (plaintext) port; default: the only device on mDNS.
+    #[arg(long, value_name = "NAME|HOST[:PORT]")]
+    pub device: Option<String>,
+    /// Seconds to browse mDNS when looking a device up.
+    #[arg(long, value_name = "S", default_value = "3", value_parser = parse_seconds)]
+    pub timeout: Duration,
+}
+
+/// `wendy device ...`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Enrol an unprovisioned device with pki-core.
+    Provision(ProvisionArgs),
+    /// Show the agent's version.
+    Version(DeviceReadArgs),
+    /// Show version and provisioning state.
+    Info(DeviceReadArgs),
+    /// Remove the device's identity (Admin or Owner).
+    Unenroll(DeviceReadArgs),
+}
+
+/// A device command that only reads (plus unenroll).
+#[derive(Debug, Args)]
+pub struct DeviceReadArgs {
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `wendy device provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// pki-core address as the DEVICE reaches it, HOST[:PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cloud: String,
+    /// pki-core address as this machine reaches it; default: the one
+    /// `wendy auth login-local` used.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cli_cloud: Option<String>,
+    /// API key.
+    #[command(flatten)]
+    pub api_key: ApiKeyArg,
+    /// The device's name.
+    #[arg(long)]
+    pub name: String,
+    /// Organization id.
+    #[arg(long = "org", default_value_t = 1)]
+    pub organization_id: i32,
+    /// Seconds to wait for the device to answer over mTLS.
+    #[arg(long, value_name = "S", default_value = "60", value_parser = parse_seconds)]
+    pub wait: Duration,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `wendy discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Seconds to browse.
+    #[arg(long, value_name = "S", default_value = "3", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Parses seconds (fractions allowed), 0 < s <= 3600.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 3600.0) {
+        return Err("seconds must be more than 0 and at most 3600".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wendy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn login_local_parses() {
+        let fp = "AB:".repeat(31) + "AB";
+        let cli = parse(&["auth", "login-local", "--cloud", "h:1", "--api-key", "k", "--ca-fingerprint", &fp, "--role", "viewer"])
+            .unwrap();
+        let Command::Auth(AuthCommand::LoginLocal(a)) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.role, Some(Role::Viewer));
+        assert_eq!(a.ca_fingerprint.unwrap().to_string(), "ab".repeat(32));
+        assert_eq!(a.organization_id, 1);
+    }
+
+    #[test]
+    fn bad_inputs_are_usage_errors() {
+        for args in [
+            &["auth", "login-local", "--cloud", "h", "--api-key", "k", "--ca-fingerprint", "xyz"][..],
+            &["auth", "login-local", "--cloud", "h", "--api-key", "k", "--role", "root"],
+            &["discover", "--timeout", "-1"],
+            &["device", "provision", "--cloud", "h"],
+            &["completions", "tcsh"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn device_commands_take_json_and_device() {
+        let cli = parse(&["device", "version", "--device", "10.0.0.1:7", "--json"]).unwrap();
+        let Command::Device(DeviceCommand::Version(a)) = cli.command else { panic!("wrong command") };
+        assert!(a.json.json);
+        assert_eq!(a.device.device.as_deref(), Some("10.0.0.1:7"));
+        assert_eq!(a.device.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("1e9").is_err());
+    }
+}

@@ -219,6 +219,17 @@ impl CliError {
             _ => format!("{:?}", status.code()),
         };
         let message = sanitize(&message);
+        // The gRPC code says "who are you?" apart from "no": the published
+        // CertificateErrorCode has no "unauthenticated", so it wins.
+        if status.code() == tonic::Code::Unauthenticated && detail.is_some() {
+            let hint = match detail.as_ref().map(|d| d.code) {
+                Some(c) if c == CertificateErrorCode::InvalidToken as i32 => {
+                    Some("enrolment tokens are single-use and short-lived; run the command again".into())
+                }
+                _ => hints.auth.clone(),
+            };
+            return Self::Unauthenticated { context, message, hint };
+        }
         if let Some(d) = &detail {
             match CertificateErrorCode::try_from(d.code).unwrap_or(CertificateErrorCode::Unspecified) {
                 CertificateErrorCode::PermissionDenied => {
@@ -340,6 +351,15 @@ mod tests {
         let s = status_with_detail(tonic::Code::Unknown, CertificateErrorCode::PermissionDenied, "role too low");
         let e = CliError::from_status("minting", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::PermissionDenied);
+    }
+
+    #[test]
+    fn unauthenticated_code_beats_permission_detail() {
+        let s = status_with_detail(tonic::Code::Unauthenticated, CertificateErrorCode::PermissionDenied, "unknown API key");
+        let h = Hints { auth: Some("check --api-key".into()), permission: None };
+        let e = CliError::from_status("minting", &s, &h);
+        assert_eq!(e.exit(), Exit::Auth);
+        assert!(e.to_string().ends_with("check --api-key"), "{e}");
     }
 
     #[test]

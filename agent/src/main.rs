@@ -1,1 +1,84 @@
-fn main() { println!("stub"); }
+//! `wendy-agent`: see the library docs. No arguments are needed; every
+//! setting comes from the environment (see `wendy_agent::config`).
+
+use std::process::ExitCode;
+
+use wendy_agent::config::Config;
+use wendy_agent::daemon::Daemon;
+use wendy_agent::systemd;
+
+const USAGE: &str = "usage: wendy-agent [--version | --help]
+
+Settings come from the environment:
+  WENDY_AGENT_PORT            plaintext port (default 50051; mTLS = port + 1)
+  WENDY_CONFIG_PATH           state directory (default /etc/wendy-agent)
+  WENDY_AVAHI_SERVICES_DIR    Avahi service directory (default /etc/avahi/services)
+  WENDY_CONFIG_PARTITION_DIR  first-boot seed (default /boot/config)
+  WENDY_CRL_REFRESH_SECS      CRL refresh period (default 300)
+  RUST_LOG                    log filter (default info)";
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--version" | "-V") => {
+            println!("wendy-agent {}", wendy_agent::VERSION);
+            return ExitCode::SUCCESS;
+        }
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("wendy-agent: unknown argument {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    systemd::init_logging();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wendy-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    tracing::info!(version = wendy_agent::VERSION, port = config.port, dir = %config.config_dir.display(), "wendy-agent starting");
+    let daemon = match Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    systemd::notify_ready();
+    systemd::spawn_watchdog();
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    systemd::notify_stopping();
+    daemon.stop().await;
+    daemon.withdraw();
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,147 @@
+//! Authorisation: which role each RPC needs, enforced before the call runs.
+//!
+//! Every request on the mTLS port passes through [`RoleLayer`]. It reads the
+//! [`PeerInfo`] of the connection (the verified client certificate) and
+//! compares its role with [`required_role`]. A refusal is answered with
+//! `PERMISSION_DENIED` without the service ever seeing the request.
+//!
+//! | RPC | least role |
+//! |---|---|
+//! | `WendyAgentService/GetAgentVersion` | Viewer |
+//! | `WendyProvisioningService/IsProvisioned` | Viewer |
+//! | `grpc.health.v1.Health/Check`, `/Watch` | Viewer |
+//! | `WendyProvisioningService/StartProvisioning` | Admin (always refused: already provisioned) |
+//! | `WendyProvisioningService/Unprovision` | Admin |
+//! | anything else | refused (`UNIMPLEMENTED`) |
+//!
+//! Roles are ordered Viewer < Member < Admin < Owner; a higher role may do
+//! everything a lower one may. A certificate without a role (for example
+//! another device's) may call nothing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use wendy_identity::role::Role;
+
+use crate::tls::PeerInfo;
+
+/// The table above: the least role allowed to call `path`
+/// (`/package.Service/Method`), or `None` if nobody may.
+pub fn required_role(path: &str) -> Option<Role> {
+    const AGENT: &str = "/wendy.agent.services.v1.WendyAgentService/";
+    const PROV: &str = "/wendy.agent.services.v1.WendyProvisioningService/";
+    const HEALTH: &str = "/grpc.health.v1.Health/";
+    let (service, method) = path.rsplit_once('/').map(|(s, m)| (format!("{s}/"), m))?;
+    match (service.as_str(), method) {
+        (AGENT, "GetAgentVersion") => Some(Role::Viewer),
+        (PROV, "IsProvisioned") => Some(Role::Viewer),
+        (HEALTH, "Check" | "Watch") => Some(Role::Viewer),
+        (PROV, "StartProvisioning" | "Unprovision") => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// Checks `peer` against the role `path` needs.
+pub fn check(path: &str, peer: Option<&PeerInfo>) -> Result<(), tonic::Status> {
+    let Some(required) = required_role(path) else {
+        return Err(tonic::Status::unimplemented(format!("{path} is not served on this port")));
+    };
+    let Some(peer) = peer else {
+        return Err(tonic::Status::unauthenticated("no verified client certificate on this connection"));
+    };
+    let who = peer.common_name.as_deref().unwrap_or("<no CN>");
+    match peer.role {
+        Some(role) if role.allows(required) => Ok(()),
+        Some(role) => Err(tonic::Status::permission_denied(format!(
+            "{path} requires role {} or higher; the client certificate {who:?} has role {}",
+            required.name(),
+            role.name()
+        ))),
+        None => Err(tonic::Status::permission_denied(format!(
+            "{path} requires role {}; the client certificate {who:?} carries no WendyOS role",
+            required.name()
+        ))),
+    }
+}
+
+/// The tower layer that applies [`check`] to every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoleLayer;
+
+impl<S> tower::Layer<S> for RoleLayer {
+    type Service = RoleCheck<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RoleCheck { inner }
+    }
+}
+
+/// The service [`RoleLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct RoleCheck<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for RoleCheck<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let path = req.uri().path().to_owned();
+        match check(&path, req.extensions().get::<PeerInfo>()) {
+            Ok(()) => {
+                let fut = self.inner.call(req);
+                Box::pin(fut)
+            }
+            Err(status) => {
+                let peer = req.extensions().get::<PeerInfo>();
+                tracing::warn!(
+                    path,
+                    peer = ?peer.and_then(|p| p.addr),
+                    cn = ?peer.and_then(|p| p.common_name.clone()),
+                    reason = status.message(),
+                    "call refused"
+                );
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(role: Option<Role>) -> PeerInfo {
+        PeerInfo { addr: None, common_name: Some("u".into()), role, serial: None }
+    }
+
+    #[test]
+    fn table_is_enforced() {
+        let unprov = "/wendy.agent.services.v1.WendyProvisioningService/Unprovision";
+        let version = "/wendy.agent.services.v1.WendyAgentService/GetAgentVersion";
+        assert!(check(version, Some(&peer(Some(Role::Viewer)))).is_ok());
+        let e = check(unprov, Some(&peer(Some(Role::Viewer)))).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("requires role Admin"), "{}", e.message());
+        assert!(check(unprov, Some(&peer(Some(Role::Admin)))).is_ok());
+        assert!(check(unprov, Some(&peer(Some(Role::Owner)))).is_ok());
+        assert_eq!(check(version, Some(&peer(None))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(check(version, None).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(check("/x.Y/Z", Some(&peer(Some(Role::Owner)))).unwrap_err().code(), tonic::Code::Unimplemented);
+        assert_eq!(check("garbage", Some(&peer(Some(Role::Owner)))).unwrap_err().code(), tonic::Code::Unimplemented);
+    }
+}

@@ -1,0 +1,189 @@
+//! gRPC channels to pki-core.
+//!
+//! pki-core is reached at the `cloud_host` the device was given, over TLS
+//! 1.3 with its CA pinned by fingerprint and its server name checked
+//! ([`wendy_identity::PKICORE_SERVER_NAME`]). Once provisioned the device
+//! presents its own certificate (mTLS) for renewal and CRL fetches.
+//! Plaintext is possible only when the caller explicitly allows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tonic::transport::{Channel, Endpoint, Uri};
+use wendy_identity::fingerprint::Fingerprint;
+use wendy_identity::tls::{client_config, Credentials, PinnedCaServerVerifier};
+use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
+use wendy_proto::pkicore::crl_service_client::CrlServiceClient;
+use wendy_proto::MAX_MESSAGE_BYTES;
+
+/// How long connecting to pki-core may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call to pki-core may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the device protects its connection to pki-core.
+pub enum Security<'a> {
+    /// TLS pinning pki-core's CA, optionally presenting device credentials.
+    Pinned {
+        /// The pinned CA fingerprint.
+        ca: Fingerprint,
+        /// Device credentials for mTLS.
+        client: Option<&'a Credentials>,
+    },
+    /// No TLS (explicit compatibility option for enrolment only).
+    Plaintext,
+}
+
+/// Why a channel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// `cloud_host` is not a valid `host:port`.
+    #[error("invalid cloud host {0:?}: expected host:port")]
+    BadHost(String),
+    /// The TLS client config could not be built.
+    #[error(transparent)]
+    Tls(#[from] wendy_identity::Error),
+    /// Connecting failed (TCP, TLS, HTTP/2).
+    #[error("could not reach pki-core at {host}: {reason}")]
+    Connect {
+        /// The address.
+        host: String,
+        /// The full error chain.
+        reason: String,
+    },
+}
+
+/// Normalizes `cloud_host` (`host[:port]`, optional `http(s)://`) to
+/// `host:port`, defaulting to pki-core's port.
+pub fn normalize_host(cloud_host: &str) -> Result<String, ChannelError> {
+    let bad = || ChannelError::BadHost(cloud_host.chars().take(300).collect());
+    let trimmed = cloud_host.trim();
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed)
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.len() > 300 || rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(bad());
+    }
+    let uri: Uri = format!("http://{rest}").parse().map_err(|_| bad())?;
+    let authority = uri.authority().ok_or_else(bad)?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(bad());
+    }
+    // The text after the last ':' outside IPv6 brackets is the port.
+    let port_text = rest.rsplit_once(':').filter(|(h, _)| !h.ends_with('[') && !rest.ends_with(']')).map(|(_, p)| p);
+    let port = match port_text {
+        Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+        None => wendy_proto::contract::DEFAULT_PKICORE_PORT,
+    };
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok(format!("{}:{port}", authority.host()))
+}
+
+/// A channel to pki-core at `cloud_host`.
+pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel, ChannelError> {
+    let host = normalize_host(cloud_host)?;
+    let endpoint = Endpoint::from_shared(format!("http://{host}"))
+        .map_err(|_| ChannelError::BadHost(host.clone()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    let result = match security {
+        Security::Plaintext => endpoint.connect().await,
+        Security::Pinned { ca, client } => {
+            let verifier = Arc::new(PinnedCaServerVerifier::new(ca, Some(wendy_identity::PKICORE_SERVER_NAME)));
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(verifier, client)?));
+            endpoint
+                .connect_with_connector(tower::service_fn(move |uri: Uri| {
+                    let connector = connector.clone();
+                    async move {
+                        let authority = uri.authority().ok_or_else(|| std::io::Error::other("no authority"))?;
+                        let port = authority.port_u16().unwrap_or(wendy_proto::contract::DEFAULT_PKICORE_PORT);
+                        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                        tcp.set_nodelay(true)?;
+                        let name = ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME)
+                            .map_err(std::io::Error::other)?;
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok::<_, std::io::Error>(TokioIo::new(tls))
+                    }
+                }))
+                .await
+        }
+    };
+    result.map_err(|e| ChannelError::Connect { host, reason: error_chain(&e) })
+}
+
+/// The certificate service client on `channel`, with the message limit.
+pub fn certificates(channel: Channel) -> CertificateServiceClient<Channel> {
+    CertificateServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The CRL service client on `channel`, with the message limit.
+pub fn crls(channel: Channel) -> CrlServiceClient<Channel> {
+    CrlServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// An error and all its sources, joined with `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// A readable message for a failed pki-core call: the status message plus
+/// the `CertificateError` pki-core attaches, if any.
+pub fn describe_status(status: &tonic::Status) -> String {
+    use prost_decode::decode_certificate_error;
+    let mut msg = format!("{:?}: {}", status.code(), status.message());
+    if let Some(detail) = decode_certificate_error(status) {
+        msg.push_str(&format!(" ({detail})"));
+    }
+    msg
+}
+
+mod prost_decode {
+    use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
+    use wendy_proto::CERTIFICATE_ERROR_METADATA_KEY;
+
+    pub(super) fn decode_certificate_error(status: &tonic::Status) -> Option<String> {
+        let value = status.metadata().get_bin(CERTIFICATE_ERROR_METADATA_KEY)?;
+        let bytes = value.to_bytes().ok()?;
+        let err = <CertificateError as prost::Message>::decode(bytes.as_ref()).ok()?;
+        let code = CertificateErrorCode::try_from(err.code)
+            .map(|c| c.as_str_name().to_owned())
+            .unwrap_or_else(|_| err.code.to_string());
+        Some(format!("{code}: {}", err.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("10.0.0.1:7000").unwrap(), "10.0.0.1:7000");
+        assert_eq!(normalize_host("https://pki.local/").unwrap(), "pki.local:50051");
+        assert_eq!(normalize_host("[::1]:9").unwrap(), "[::1]:9");
+        for bad in ["", " ", "a b:1", "h:0", "h:99999", "u@h:1", "h/x:1", "\u{0}"] {
+            assert!(normalize_host(bad).is_err(), "{bad:?}");
+        }
+    }
+}

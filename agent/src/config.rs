@@ -1,0 +1,134 @@
+//! The agent's configuration: every path, port and interval, read from the
+//! environment once at start. The image's systemd unit sets the same
+//! variables; tests override them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wendy_proto::contract::{mtls_port, AGENT_PORT_ENV, DEFAULT_AGENT_PORT};
+
+use crate::Error;
+
+/// Directory holding `provisioning.json` (0700).
+pub const CONFIG_PATH_ENV: &str = "WENDY_CONFIG_PATH";
+/// Default of [`CONFIG_PATH_ENV`].
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wendy-agent";
+/// Directory avahi-daemon reads static service files from.
+pub const AVAHI_SERVICES_DIR_ENV: &str = "WENDY_AVAHI_SERVICES_DIR";
+/// Default of [`AVAHI_SERVICES_DIR_ENV`].
+pub const DEFAULT_AVAHI_SERVICES_DIR: &str = "/etc/avahi/services";
+/// The first-boot seed directory (the FAT `config` partition).
+pub const CONFIG_PARTITION_DIR_ENV: &str = "WENDY_CONFIG_PARTITION_DIR";
+/// Default of [`CONFIG_PARTITION_DIR_ENV`].
+pub const DEFAULT_CONFIG_PARTITION_DIR: &str = "/boot/config";
+/// Override of the OS version file (tests).
+pub const OS_VERSION_FILE_ENV: &str = "WENDY_OS_VERSION_FILE";
+/// Default OS version file.
+pub const DEFAULT_OS_VERSION_FILE: &str = "/etc/wendy/version.txt";
+/// Override of the device-type file (tests).
+pub const DEVICE_TYPE_FILE_ENV: &str = "WENDY_DEVICE_TYPE_FILE";
+/// Default device-type file.
+pub const DEFAULT_DEVICE_TYPE_FILE: &str = "/etc/wendyos/device-type";
+/// Seconds between CRL refreshes (default 300).
+pub const CRL_REFRESH_ENV: &str = "WENDY_CRL_REFRESH_SECS";
+/// Address to bind (default `0.0.0.0`).
+pub const BIND_ADDRESS_ENV: &str = "WENDY_AGENT_BIND";
+
+/// The agent's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address both listeners bind to.
+    pub bind: std::net::IpAddr,
+    /// Plaintext port; mTLS is [`Config::mtls_port`].
+    pub port: u16,
+    /// Directory of `provisioning.json`, `crl.pem`, the device id and name.
+    pub config_dir: PathBuf,
+    /// Where the Avahi service file is written.
+    pub avahi_services_dir: PathBuf,
+    /// The first-boot seed directory.
+    pub config_partition_dir: PathBuf,
+    /// `/etc/wendy/version.txt`.
+    pub os_version_file: PathBuf,
+    /// `/etc/wendyos/device-type`.
+    pub device_type_file: PathBuf,
+    /// Period of CRL refreshes.
+    pub crl_refresh: Duration,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `lookup` (testable without touching
+    /// the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let path = |k: &str, d: &str| PathBuf::from(lookup(k).filter(|v| !v.is_empty()).unwrap_or_else(|| d.into()));
+        let port = match lookup(AGENT_PORT_ENV).filter(|v| !v.is_empty()) {
+            None => DEFAULT_AGENT_PORT,
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(p) if p != 0 && p != u16::MAX => p,
+                _ => return Err(Error::Config(format!("{AGENT_PORT_ENV}={v:?}: expected a port between 1 and 65534"))),
+            },
+        };
+        let crl_refresh = match lookup(CRL_REFRESH_ENV).filter(|v| !v.is_empty()) {
+            None => Duration::from_secs(300),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(s) if s > 0 => Duration::from_secs(s),
+                _ => return Err(Error::Config(format!("{CRL_REFRESH_ENV}={v:?}: expected a positive number of seconds"))),
+            },
+        };
+        let bind = match lookup(BIND_ADDRESS_ENV).filter(|v| !v.is_empty()) {
+            None => std::net::IpAddr::from([0, 0, 0, 0]),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{BIND_ADDRESS_ENV}={v:?}: expected an IP address")))?,
+        };
+        Ok(Self {
+            bind,
+            port,
+            config_dir: path(CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH),
+            avahi_services_dir: path(AVAHI_SERVICES_DIR_ENV, DEFAULT_AVAHI_SERVICES_DIR),
+            config_partition_dir: path(CONFIG_PARTITION_DIR_ENV, DEFAULT_CONFIG_PARTITION_DIR),
+            os_version_file: path(OS_VERSION_FILE_ENV, DEFAULT_OS_VERSION_FILE),
+            device_type_file: path(DEVICE_TYPE_FILE_ENV, DEFAULT_DEVICE_TYPE_FILE),
+            crl_refresh,
+        })
+    }
+
+    /// The mTLS port: plaintext port + 1.
+    pub fn mtls_port(&self) -> u16 {
+        mtls_port(self.port)
+    }
+
+    /// `provisioning.json`.
+    pub fn provisioning_file(&self) -> PathBuf {
+        self.config_dir.join(crate::state::PROVISIONING_FILE)
+    }
+
+    /// The on-disk copy of the latest CRLs.
+    pub fn crl_file(&self) -> PathBuf {
+        self.config_dir.join("crl.pem")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.port, DEFAULT_AGENT_PORT);
+        assert_eq!(c.mtls_port(), DEFAULT_AGENT_PORT + 1);
+        assert_eq!(c.config_dir, PathBuf::from(DEFAULT_CONFIG_PATH));
+    }
+
+    #[test]
+    fn bad_port_is_a_clear_error() {
+        let e = Config::from_lookup(|k| (k == AGENT_PORT_ENV).then(|| "nope".into())).unwrap_err();
+        assert!(e.to_string().contains(AGENT_PORT_ENV));
+    }
+}

@@ -1,0 +1,414 @@
+//! The agent's lifecycle: unprovisioned (plaintext) ⇄ provisioned (mTLS).
+//!
+//! Transitions are serialized by one lock and ordered so that every
+//! observable state is consistent:
+//!
+//! provisioning: enrol → store `provisioning.json` → bind mTLS → advertise
+//! the mTLS port with `tls=true` → close plaintext (after this response).
+//! A failure before the advertisement leaves the device unprovisioned with
+//! plaintext still answering.
+//!
+//! unprovisioning: bind plaintext → remove the identity → advertise the
+//! plaintext port → close mTLS (after this response).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use wendy_identity::bundle::TrustBundle;
+use wendy_identity::tls::{Credentials, WendyClientVerifier};
+use wendy_proto::agent::wendy_agent_service_server::WendyAgentServiceServer;
+use wendy_proto::agent::wendy_provisioning_service_server::WendyProvisioningServiceServer;
+use wendy_proto::agent::{GetAgentVersionResponse, IsProvisionedResponse, StartProvisioningRequest};
+use wendy_proto::MAX_MESSAGE_BYTES;
+
+use crate::avahi::{Advertisement, Advertiser};
+use crate::config::Config;
+use crate::service::{AgentService, ProvisioningService};
+use crate::state::{self, Loaded, Provisioning};
+use crate::tls::SwappableCert;
+use crate::{crash, enroll, firstboot, maintain, systemd, Error};
+
+/// How long a closing server may take to finish in-flight calls.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The device identity while provisioned.
+pub struct Identity {
+    /// The stored identity (replaced on renewal).
+    pub provisioning: RwLock<Provisioning>,
+    /// The server certificate presented at each handshake.
+    pub cert: Arc<SwappableCert>,
+    /// The client-certificate verifier (CRLs are set on it).
+    pub verifier: Arc<WendyClientVerifier>,
+}
+
+impl Identity {
+    /// A snapshot of the stored identity.
+    pub fn current(&self) -> Provisioning {
+        self.provisioning.read().map(|p| p.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+struct RunningServer {
+    shutdown: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting now; in-flight calls get [`DRAIN_TIMEOUT`] to finish.
+    fn stop(mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let join = self.join;
+        tokio::spawn(async move {
+            let abort = join.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, join).await.is_err() {
+                abort.abort();
+            }
+        });
+    }
+}
+
+enum Mode {
+    Starting,
+    Unprovisioned(RunningServer),
+    Provisioned { server: RunningServer, tasks: Vec<JoinHandle<()>> },
+}
+
+/// The running agent.
+pub struct Daemon {
+    config: Config,
+    advertiser: Advertiser,
+    device_id: String,
+    mode: Mutex<Mode>,
+    identity: RwLock<Option<Arc<Identity>>>,
+    me: Weak<Daemon>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Prepares the config directory, imports the first-boot seed, loads the
+    /// identity and binds the listener that fits it. Returns once listening.
+    pub async fn start(config: Config) -> Result<Arc<Self>, Error> {
+        state::ensure_dir(&config.config_dir)?;
+        for stale in state::remove_stale_temps(&config.config_dir) {
+            tracing::warn!(file = %stale.display(), "removed an interrupted write left by a crash (the previous file is intact)");
+        }
+        firstboot::import(&config.config_partition_dir, &config.config_dir);
+        let device_id = firstboot::device_id(&config.config_dir)?;
+        let daemon = Arc::new_cyclic(|me| Self {
+            advertiser: Advertiser::start(&config.avahi_services_dir),
+            config,
+            device_id,
+            mode: Mutex::new(Mode::Starting),
+            identity: RwLock::new(None),
+            me: me.clone(),
+        });
+        let mut mode = daemon.mode.lock().await;
+        let stored = daemon.load_identity();
+        *mode = match stored {
+            Some((p, credentials)) => {
+                let (server, tasks) = daemon.start_mtls(p, &credentials).await?;
+                daemon.advertise(true);
+                Mode::Provisioned { server, tasks }
+            }
+            None => {
+                let server = daemon.start_plaintext().await?;
+                daemon.advertise(false);
+                Mode::Unprovisioned(server)
+            }
+        };
+        drop(mode);
+        Ok(daemon)
+    }
+
+    fn load_identity(&self) -> Option<(Provisioning, Credentials)> {
+        let dir = &self.config.config_dir;
+        match state::load(dir) {
+            Ok(Loaded::Absent) => {
+                tracing::info!(dir = %dir.display(), "no provisioning.json: starting unprovisioned");
+                None
+            }
+            Ok(Loaded::SetAside { reason, kept_at }) => {
+                tracing::error!(%reason, kept_at = %kept_at.display(), "provisioning.json is corrupt: kept it aside and starting unprovisioned");
+                None
+            }
+            Ok(Loaded::Present(p)) => match enroll::check_identity(&p, None) {
+                Ok(credentials) => Some((p, credentials)),
+                Err(e) => {
+                    let path = self.config.provisioning_file();
+                    let kept = state::aside_path(&path, "invalid");
+                    let moved = std::fs::rename(&path, &kept).is_ok();
+                    tracing::error!(error = %e, kept_at = %kept.display(), moved, "provisioning.json holds no usable identity: starting unprovisioned");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "could not read provisioning.json: starting unprovisioned");
+                None
+            }
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The identity, while provisioned.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.read().ok().and_then(|g| g.clone())
+    }
+
+    /// `GetAgentVersion`.
+    pub fn version(&self) -> GetAgentVersionResponse {
+        let public_key = self.identity().and_then(|i| {
+            let p = i.current();
+            wendy_identity::key::PrivateKey::from_pem(&p.key_pem).ok().map(|k| k.public_key_pem())
+        });
+        crate::sysinfo::version(&self.config.os_version_file, &self.config.device_type_file, public_key)
+    }
+
+    /// `IsProvisioned`.
+    pub fn is_provisioned(&self) -> IsProvisionedResponse {
+        use wendy_proto::agent::is_provisioned_response::Response;
+        use wendy_proto::agent::{NotProvisionedResponse, ProvisionedResponse};
+        let response = match self.identity() {
+            Some(i) => {
+                let p = i.current();
+                Response::Provisioned(ProvisionedResponse {
+                    cloud_host: p.cloud_host.clone(),
+                    organization_id: p.org_id,
+                    asset_id: p.asset_id,
+                })
+            }
+            None => Response::NotProvisioned(NotProvisionedResponse {}),
+        };
+        IsProvisionedResponse { response: Some(response) }
+    }
+
+    /// `StartProvisioning`: see the module docs for the order of steps.
+    pub async fn provision(&self, request: StartProvisioningRequest) -> Result<(), tonic::Status> {
+        let mut mode = self
+            .mode
+            .try_lock()
+            .map_err(|_| tonic::Status::aborted("provisioning or unprovisioning is already in progress"))?;
+        if !matches!(*mode, Mode::Unprovisioned(_)) {
+            return Err(tonic::Status::failed_precondition(
+                "the device is already provisioned; an Admin must call Unprovision over mTLS first",
+            ));
+        }
+        let req = enroll::validate(&request)?;
+        tracing::info!(org = req.organization_id, asset = req.asset_id, cloud_host = %req.cloud_host, "provisioning");
+        let p = enroll::enroll(&req).await.inspect_err(|e| tracing::warn!(error = %e, "provisioning failed"))?;
+        let credentials = enroll::check_identity(&p, None)
+            .map_err(|e| tonic::Status::failed_precondition(format!("pki-core returned an unusable identity: {e}")))?;
+        state::store(&self.config.config_dir, &p).map_err(|e| {
+            tracing::error!(error = %e, "could not store provisioning.json");
+            tonic::Status::internal(format!("could not store provisioning.json: {e}; the device stays unprovisioned"))
+        })?;
+        if let Some(name) = &req.device_name {
+            if let Err(e) = firstboot::store_name(&self.config.config_dir, name) {
+                tracing::warn!(error = %e, "could not store the device name");
+            }
+        }
+        let (server, tasks) = match self.start_mtls(p, &credentials).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start mTLS; rolling back to unprovisioned");
+                *self.identity.write().unwrap_or_else(|p| p.into_inner()) = None;
+                if let Err(e) = state::remove(&self.config.config_dir) {
+                    tracing::error!(error = %e, "could not remove provisioning.json after the failed mTLS start");
+                }
+                return Err(tonic::Status::unavailable(format!(
+                    "could not start mTLS on port {}: {e}; the device stays unprovisioned",
+                    self.config.mtls_port()
+                )));
+            }
+        };
+        crash::point("after-mtls-bind");
+        self.advertise(true);
+        crash::point("after-advertise");
+        if let Mode::Unprovisioned(plaintext) = std::mem::replace(&mut *mode, Mode::Provisioned { server, tasks }) {
+            plaintext.stop();
+        }
+        tracing::info!(port = self.config.mtls_port(), "provisioned: serving mTLS only");
+        systemd::notify_status("provisioned");
+        Ok(())
+    }
+
+    /// `Unprovision`: see the module docs for the order of steps.
+    pub async fn unprovision(&self) -> Result<(), tonic::Status> {
+        let mut mode = self
+            .mode
+            .try_lock()
+            .map_err(|_| tonic::Status::aborted("provisioning or unprovisioning is already in progress"))?;
+        if !matches!(*mode, Mode::Provisioned { .. }) {
+            return Err(tonic::Status::failed_precondition("the device is not provisioned"));
+        }
+        let plaintext = self.start_plaintext().await.map_err(|e| {
+            tonic::Status::unavailable(format!("could not reopen plaintext on port {}: {e}; still provisioned", self.config.port))
+        })?;
+        if let Err(e) = state::remove(&self.config.config_dir) {
+            plaintext.stop();
+            return Err(tonic::Status::internal(format!("could not remove the identity: {e}; still provisioned")));
+        }
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.advertise(false);
+        if let Mode::Provisioned { server, tasks } = std::mem::replace(&mut *mode, Mode::Unprovisioned(plaintext)) {
+            tasks.iter().for_each(JoinHandle::abort);
+            server.stop();
+        }
+        tracing::info!(port = self.config.port, "unprovisioned: identity removed, plaintext reopened");
+        systemd::notify_status("unprovisioned");
+        Ok(())
+    }
+
+    /// Replaces the identity after a renewal, if `old` is still current.
+    pub(crate) async fn renewed(&self, old: &Arc<Identity>, new: Provisioning) -> Result<(), Error> {
+        let _mode = self.mode.lock().await;
+        match self.identity() {
+            Some(current) if Arc::ptr_eq(&current, old) => {}
+            _ => return Ok(()),
+        }
+        let credentials = enroll::check_identity(&new, None)?;
+        state::store(&self.config.config_dir, &new)?;
+        old.cert.swap(&credentials)?;
+        *old.provisioning.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
+
+    fn advertise(&self, tls: bool) {
+        let name = firstboot::device_name(&self.config.config_dir);
+        let ad = Advertisement {
+            id: self.device_id.clone(),
+            name: name.clone(),
+            display_name: name,
+            port: if tls { self.config.mtls_port() } else { self.config.port },
+            tls,
+        };
+        if let Err(e) = self.advertiser.publish(ad) {
+            tracing::warn!(error = %e, "could not write the Avahi service file; the device is not advertised");
+        }
+    }
+
+    /// Withdraws the advertisement (shutdown).
+    pub fn withdraw(&self) {
+        self.advertiser.withdraw();
+    }
+
+    fn services(&self) -> (AgentService, ProvisioningService) {
+        let me = self.me.upgrade().expect("the daemon outlives its servers");
+        (AgentService::new(me.clone()), ProvisioningService::new(me))
+    }
+
+    async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
+        let addr = SocketAddr::new(self.config.bind, port);
+        TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+    }
+
+    async fn start_plaintext(&self) -> Result<RunningServer, Error> {
+        let listener = self.bind(self.config.port).await?;
+        let (agent, prov) = self.services();
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
+        health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = Server::builder()
+            .add_service(health)
+            .add_service(limit_agent(agent))
+            .add_service(limit_prov(prov));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let port = self.config.port;
+        let join = tokio::spawn(async move {
+            let _keep = health_reporter;
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { rx.await.unwrap_or(()) }).await {
+                tracing::error!(error = %e, "plaintext server failed");
+            }
+            tracing::info!(port, "plaintext port closed");
+        });
+        tracing::info!(port, "plaintext gRPC listening (unprovisioned)");
+        Ok(RunningServer { shutdown: Some(tx), join, accept: None })
+    }
+
+    async fn start_mtls(
+        &self,
+        p: Provisioning,
+        credentials: &Credentials,
+    ) -> Result<(RunningServer, Vec<JoinHandle<()>>), Error> {
+        let bundle = TrustBundle::from_pem(&p.chain_pem)?;
+        let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(|e| {
+            tracing::warn!(reason = %e, "client certificate refused");
+        })));
+        let cert = Arc::new(SwappableCert::new(credentials)?);
+        let config = Arc::new(crate::tls::server_config(credentials, cert.clone(), verifier.clone())?);
+        let identity = Arc::new(Identity { provisioning: RwLock::new(p), cert, verifier });
+        maintain::apply_stored_crl(&identity, &self.config.crl_file());
+        let listener = self.bind(self.config.mtls_port()).await?;
+        let (incoming, accept) = crate::tls::accept_loop(listener, config);
+        let (agent, prov) = self.services();
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
+        health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = Server::builder()
+            .layer(crate::authz::RoleLayer)
+            .add_service(health)
+            .add_service(limit_agent(agent))
+            .add_service(limit_prov(prov));
+        let port = self.config.mtls_port();
+        let join = tokio::spawn(async move {
+            let _keep = health_reporter;
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { rx.await.unwrap_or(()) }).await {
+                tracing::error!(error = %e, "mTLS server failed");
+            }
+            tracing::info!(port, "mTLS port closed");
+        });
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Some(identity.clone());
+        let tasks = vec![
+            tokio::spawn(maintain::renewal_loop(self.me.clone(), identity.clone())),
+            tokio::spawn(maintain::crl_loop(identity, self.config.crl_file(), self.config.crl_refresh)),
+        ];
+        tracing::info!(port, "mTLS gRPC listening (provisioned)");
+        Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept) }, tasks))
+    }
+
+    /// Stops both servers (shutdown).
+    pub async fn stop(&self) {
+        let mut mode = self.mode.lock().await;
+        match std::mem::replace(&mut *mode, Mode::Starting) {
+            Mode::Unprovisioned(s) => s.stop(),
+            Mode::Provisioned { server, tasks } => {
+                tasks.iter().for_each(JoinHandle::abort);
+                server.stop();
+            }
+            Mode::Starting => {}
+        }
+    }
+}
+
+fn limit_agent(s: AgentService) -> WendyAgentServiceServer<AgentService> {
+    WendyAgentServiceServer::new(s)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn limit_prov(s: ProvisioningService) -> WendyProvisioningServiceServer<ProvisioningService> {
+    WendyProvisioningServiceServer::new(s)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}

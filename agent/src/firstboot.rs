@@ -1,0 +1,155 @@
+//! First boot: importing the seed from the config partition.
+//!
+//! - `provisioning.json`: imported if the device has no identity yet and the
+//!   file is a usable identity;
+//! - `wendy.conf` (INI, `[device] name=`): the device name.
+//!
+//! Each imported file is renamed to `<name>.imported` so it is used once and
+//! never lost. A seed that fails to import is left in place and logged.
+
+use std::path::Path;
+
+use crate::state::{self, Provisioning};
+use crate::Error;
+
+/// File in the config directory holding the device name.
+pub const NAME_FILE: &str = "device-name";
+/// File in the config directory holding the stable device id.
+pub const ID_FILE: &str = "device-id";
+
+/// Imports whatever seed is present in `seed_dir` into `config_dir`.
+pub fn import(seed_dir: &Path, config_dir: &Path) {
+    if !seed_dir.is_dir() {
+        return;
+    }
+    let seed = seed_dir.join(state::PROVISIONING_FILE);
+    if seed.is_file() {
+        match import_identity(&seed, config_dir) {
+            Ok(true) => tracing::info!(from = %seed.display(), "imported provisioning.json from the config partition"),
+            Ok(false) => tracing::warn!(from = %seed.display(), "config partition carries provisioning.json but the device is already provisioned; left in place"),
+            Err(e) => tracing::error!(from = %seed.display(), error = %e, "could not import provisioning.json from the config partition; left in place"),
+        }
+    }
+    let conf = seed_dir.join("wendy.conf");
+    if conf.is_file() {
+        match std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e)).and_then(|text| {
+            if let Some(name) = ini_value(&text, "device", "name") {
+                store_name(config_dir, &name)?;
+                tracing::info!(name, "device name from wendy.conf");
+            }
+            mark_imported(&conf)
+        }) {
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "could not import wendy.conf"),
+        }
+    }
+}
+
+fn import_identity(seed: &Path, config_dir: &Path) -> Result<bool, Error> {
+    if config_dir.join(state::PROVISIONING_FILE).exists() {
+        return Ok(false);
+    }
+    let bytes = zeroize::Zeroizing::new(std::fs::read(seed).map_err(|e| Error::io("read", seed, e))?);
+    let p = Provisioning::from_json(&bytes)?;
+    crate::enroll::check_identity(&p, None)?;
+    state::store(config_dir, &p)?;
+    mark_imported(seed)?;
+    Ok(true)
+}
+
+fn mark_imported(path: &Path) -> Result<(), Error> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".imported");
+    let to = path.with_file_name(name);
+    std::fs::rename(path, &to).map_err(|e| Error::io("rename", path, e))
+}
+
+/// `key` in `[section]` of an INI text (`;`/`#` comments, trimmed values).
+pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut in_section = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_section = s.trim().eq_ignore_ascii_case(section);
+            continue;
+        }
+        if in_section {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim().eq_ignore_ascii_case(key) {
+                    let v = v.trim().trim_matches('"');
+                    return (!v.is_empty()).then(|| v.chars().filter(|c| !c.is_control()).take(63).collect());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Persists the device name.
+pub fn store_name(config_dir: &Path, name: &str) -> Result<(), Error> {
+    state::ensure_dir(config_dir)?;
+    state::write_atomic(&config_dir.join(NAME_FILE), name.as_bytes(), 0o600, false)
+}
+
+/// The device name: stored, else the host name, else `wendyos`.
+pub fn device_name(config_dir: &Path) -> String {
+    let stored = std::fs::read_to_string(config_dir.join(NAME_FILE)).ok().map(|s| s.trim().to_owned());
+    stored
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "wendyos".into())
+}
+
+/// The stable device id, made (random, 16 bytes hex) on first use.
+pub fn device_id(config_dir: &Path) -> Result<String, Error> {
+    let path = config_dir.join(ID_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(s.to_owned());
+        }
+    }
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    state::ensure_dir(config_dir)?;
+    state::write_atomic(&path, id.as_bytes(), 0o600, false)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ini_name() {
+        let text = "# c\n[wifi]\nname=no\n[device]\n name = \"Kitchen Pi\" \n";
+        assert_eq!(ini_value(text, "device", "name").as_deref(), Some("Kitchen Pi"));
+        assert_eq!(ini_value("[device]\n", "device", "name"), None);
+    }
+
+    #[test]
+    fn wendy_conf_is_imported_once() {
+        let seed = tempfile::tempdir().unwrap();
+        let cfg = tempfile::tempdir().unwrap();
+        std::fs::write(seed.path().join("wendy.conf"), "[device]\nname=pi-1\n").unwrap();
+        import(seed.path(), cfg.path());
+        assert_eq!(device_name(cfg.path()), "pi-1");
+        assert!(seed.path().join("wendy.conf.imported").exists());
+        assert!(!seed.path().join("wendy.conf").exists());
+    }
+
+    #[test]
+    fn bad_seed_identity_is_left_in_place() {
+        let seed = tempfile::tempdir().unwrap();
+        let cfg = tempfile::tempdir().unwrap();
+        std::fs::write(seed.path().join("provisioning.json"), "{}").unwrap();
+        import(seed.path(), cfg.path());
+        assert!(seed.path().join("provisioning.json").exists());
+        assert!(!cfg.path().join("provisioning.json").exists());
+    }
+}

@@ -1,0 +1,46 @@
+//! `wendy-agent`: the WendyOS device daemon.
+//!
+//! While the device is unprovisioned the agent answers plaintext gRPC on
+//! `WENDY_AGENT_PORT` (provisioning, version, health). `StartProvisioning`
+//! enrols the device with pki-core; from then on every service runs over
+//! post-quantum mTLS on port + 1 and each call is checked against the
+//! caller's role (see [`authz`]).
+//!
+//! Modules, one concern each:
+//! - [`config`]: paths, ports and intervals from the environment;
+//! - [`state`]: `provisioning.json`, written atomically;
+//! - [`enroll`]: validating `StartProvisioning`, key, CSR, `IssueCertificate`;
+//! - [`cloud`]: gRPC channels to pki-core over pinned TLS;
+//! - [`tls`]: the mTLS listener, hot-swappable server certificate;
+//! - [`authz`]: the role → RPC table and the layer enforcing it;
+//! - [`service`]: the gRPC services;
+//! - [`daemon`]: the unprovisioned ⇄ provisioned lifecycle;
+//! - [`maintain`]: certificate renewal and CRL refresh;
+//! - [`avahi`]: the mDNS advertisement (service file + D-Bus confirmation);
+//! - [`systemd`]: sd_notify, watchdog, journald logging;
+//! - [`firstboot`]: importing the config-partition seed;
+//! - [`sysinfo`]: what `GetAgentVersion` reports;
+//! - [`crash`]: test-only crash injection.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod authz;
+pub mod avahi;
+pub mod cloud;
+pub mod config;
+pub mod crash;
+pub mod daemon;
+pub mod enroll;
+mod error;
+pub mod firstboot;
+pub mod maintain;
+pub mod service;
+pub mod state;
+pub mod sysinfo;
+pub mod systemd;
+pub mod tls;
+
+pub use error::Error;
+
+/// The agent's version, as `GetAgentVersion` and `--version` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

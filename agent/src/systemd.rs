@@ -1,0 +1,69 @@
+//! Everything systemd: readiness, the watchdog, and where logs go.
+//!
+//! - `READY=1` is sent once the listeners are bound ([`notify_ready`]).
+//! - If `WATCHDOG_USEC` is set, [`spawn_watchdog`] pets at half of it.
+//! - Under journald (`JOURNAL_STREAM` set) logs go through
+//!   tracing-journald, otherwise to stderr.
+
+use std::time::Duration;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global logger: journald if started by systemd with its
+/// output connected to the journal, stderr otherwise. `RUST_LOG` filters
+/// (default `info`).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                registry.with(journald.with_syslog_identifier("wendy-agent".into())).init();
+                return;
+            }
+            Err(e) => eprintln!("wendy-agent: journald unavailable ({e}), logging to stderr"),
+        }
+    }
+    registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+}
+
+/// Tells the service manager the agent is ready. A no-op outside systemd
+/// (no `NOTIFY_SOCKET`).
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "sd_notify READY=1 failed");
+    } else if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        tracing::info!("sent READY=1 to the service manager");
+    }
+}
+
+/// Sends a free-form status line (`STATUS=`).
+pub fn notify_status(status: &str) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+}
+
+/// Tells the service manager the agent is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+/// Pets the watchdog at half of `WATCHDOG_USEC`, if the unit has one.
+pub fn spawn_watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    tracing::info!(?period, "watchdog enabled");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
+                tracing::warn!(error = %e, "watchdog ping failed");
+            }
+        }
+    });
+}

@@ -205,17 +205,3 @@ pub fn free_port_pair() -> u16 {
         }
     }
 }
-
-/// Waits until `f` holds, polling; `false` on timeout.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}

@@ -1,0 +1,141 @@
+//! Shared helpers for pki-core's host tests: start the real `pkicore`
+//! binary on a free loopback port with a temporary data directory, run its
+//! admin subcommands, and talk to it over TLS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use wendy_identity::fingerprint::Fingerprint;
+use wendy_identity::key::{KeyAlgorithm, PrivateKey};
+use wendy_identity::tls::Credentials;
+use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
+use wendy_proto::cloud::{CertificateErrorCode, CreateAssetEnrollmentTokenRequest};
+use wendy_proto::contract::DEV_API_KEY;
+
+/// The `pkicore` binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pkicore"))
+}
+
+/// A running `pkicore serve all --dev`.
+pub struct Server {
+    child: Child,
+    /// Frontend address (`127.0.0.1:port`).
+    pub addr: String,
+    /// The CA fingerprint it printed.
+    pub fingerprint: Fingerprint,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `pkicore serve all --dev` with `extra` arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "all", "--dev", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("PKICORE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn pkicore");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut fingerprint) = (None, None);
+        while addr.is_none() || fingerprint.is_none() {
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("pkicore did not start in time");
+            if let Some(rest) = line.strip_prefix("wendy frontend listening on ") {
+                addr = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(fp) = line.strip_prefix("CA fingerprint: ") {
+                assert_eq!(fp.len(), 64, "fingerprint line must carry 64 hex digits");
+                fingerprint = Some(fp.parse().unwrap());
+            }
+        }
+        Server { child, addr: addr.unwrap(), fingerprint: fingerprint.unwrap(), dir }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs an admin subcommand against this server; returns stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(binary()).arg("--data-dir").arg(self.data_dir()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "pkicore {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A TLS channel pinning the CA, optionally presenting credentials.
+    pub async fn channel(&self, credentials: Option<&Credentials>) -> Channel {
+        pkicore::client::connect_tls(&self.addr, self.fingerprint, credentials).await.unwrap()
+    }
+
+    /// A certificate service client over TLS.
+    pub async fn client(&self, credentials: Option<&Credentials>) -> CertificateServiceClient<Channel> {
+        client(self.channel(credentials).await)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client with the contract's message limits.
+pub fn client(channel: Channel) -> CertificateServiceClient<Channel> {
+    CertificateServiceClient::new(channel)
+        .max_decoding_message_size(wendy_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(4 * wendy_proto::MAX_MESSAGE_BYTES)
+}
+
+/// Mints a device token with the dev key; returns (token, asset id).
+pub async fn asset_token(client: &mut CertificateServiceClient<Channel>, ttl: i64) -> (String, i32) {
+    let req = pkicore::client::with_api_key(
+        CreateAssetEnrollmentTokenRequest { organization_id: 1, name: "test".into(), ttl_seconds: ttl },
+        DEV_API_KEY,
+    )
+    .unwrap();
+    let r = client.create_asset_enrollment_token(req).await.unwrap().into_inner();
+    (r.enrollment_token, r.asset_id)
+}
+
+/// A fresh ML-DSA-65 key and a CSR for it.
+pub fn key_and_csr() -> (PrivateKey, String) {
+    let key = PrivateKey::generate(KeyAlgorithm::MlDsa65).unwrap();
+    let csr = wendy_identity::csr::build(&key, "ignored").unwrap();
+    (key, csr)
+}
+
+/// The `CertificateError` code a pki-core status carries.
+pub fn error_code(status: &tonic::Status) -> CertificateErrorCode {
+    let e = pkicore::error::certificate_error(status)
+        .unwrap_or_else(|| panic!("no CertificateError metadata in {status:?}"));
+    CertificateErrorCode::try_from(e.code).unwrap()
+}
+
+/// Whether `path` (a file) contains `needle`.
+pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path).map(|b| b.windows(needle.len()).any(|w| w == needle)).unwrap_or(false)
+}

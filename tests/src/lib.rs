@@ -9,6 +9,7 @@
 //! - [`notify`]: a `NOTIFY_SOCKET` receiver (real sd_notify);
 //! - [`fake_pki`]: an in-process `CertificateService`/`CrlService` with its
 //!   own CA, for tests that need no real pki-core;
+//! - [`pkicore`]: the real `pkicore serve all --dev` and calls to it;
 //! - [`agent`]: spawning `wendy-agent` and talking to it.
 
 pub mod agent;
@@ -17,6 +18,7 @@ pub mod bins;
 pub mod fake_pki;
 pub mod netns;
 pub mod notify;
+pub mod pkicore;
 
 /// Installs the rustls crypto provider once (aws-lc-rs).
 pub fn init() {

@@ -38,11 +38,17 @@ pub fn generate_passphrase() -> Zeroizing<String> {
     Zeroizing::new(chosen.join("-"))
 }
 
-/// Encrypts `plaintext` to an armored age v1 file under `passphrase`.
+/// Encrypts `plaintext` to an armored age v1 file under `passphrase`
+/// with the [`SCRYPT_LOG_N`] work factor.
 pub fn encrypt(plaintext: &[u8], passphrase: &str) -> Result<String, Error> {
+    encrypt_with_work_factor(plaintext, passphrase, SCRYPT_LOG_N)
+}
+
+/// [`encrypt`] with an explicit scrypt work factor (log2 N).
+pub fn encrypt_with_work_factor(plaintext: &[u8], passphrase: &str, log_n: u8) -> Result<String, Error> {
     let fail = |e: &dyn std::fmt::Display| Error::Internal(format!("age encryption: {e}"));
     let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
-    recipient.set_work_factor(SCRYPT_LOG_N);
+    recipient.set_work_factor(log_n);
     let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
         .map_err(|e| fail(&e))?;
     let mut out = Vec::new();
@@ -83,7 +89,7 @@ mod tests {
     fn round_trip_and_wrong_passphrase() {
         let pass = generate_passphrase();
         assert_eq!(pass.split('-').count(), PASSPHRASE_WORDS);
-        let file = encrypt(b"secret key", &pass).unwrap();
+        let file = encrypt_with_work_factor(b"secret key", &pass, 10).unwrap();
         assert!(file.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
         assert_eq!(&**decrypt(file.as_bytes(), &pass).unwrap(), b"secret key");
         assert!(decrypt(file.as_bytes(), "wrong-words-here-now").is_err());

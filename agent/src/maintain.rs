@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use wendy_identity::crl::VerifiedCrl;
+use wendy_identity::profile::CLOCK_SKEW_ALLOWANCE;
 use wendy_identity::verify::CertificateInfo;
 use wendy_proto::pkicore::GetCrlRequest;
 
@@ -15,12 +16,22 @@ use crate::cloud::{self, Security};
 use crate::daemon::{Daemon, Identity};
 use crate::{enroll, state};
 
+/// The least time between two renewals, so a short-lived certificate can
+/// never make the agent spin.
+pub const MIN_RENEWAL_DELAY: Duration = Duration::from_secs(1);
+
 /// When to renew a certificate valid over `[not_before, not_after]`, as a
-/// delay from `now`: 2/3 of the lifetime ± 1/20 jitter; zero if overdue.
+/// delay from `now`: at 2/3 of its lifetime ± 1/20 jitter, at least
+/// [`MIN_RENEWAL_DELAY`]. Issuers backdate `not_before` by
+/// [`CLOCK_SKEW_ALLOWANCE`]; the lifetime is counted from the issuance time
+/// (`not_before` + allowance) so short-lived certificates are not renewed
+/// at once.
 pub fn renewal_delay(not_before: i64, not_after: i64, now: i64, jitter: f64) -> Duration {
-    let lifetime = (not_after - not_before).max(0) as f64;
-    let at = not_before as f64 + lifetime * 2.0 / 3.0 + lifetime / 20.0 * jitter.clamp(-1.0, 1.0);
-    Duration::from_secs_f64((at - now as f64).max(0.0))
+    let skew = CLOCK_SKEW_ALLOWANCE.whole_seconds();
+    let issued = if not_after - not_before > skew { not_before + skew } else { not_before };
+    let lifetime = (not_after - issued).max(0) as f64;
+    let at = issued as f64 + lifetime * 2.0 / 3.0 + lifetime / 20.0 * jitter.clamp(-1.0, 1.0);
+    Duration::from_secs_f64((at - now as f64).max(0.0)).max(MIN_RENEWAL_DELAY)
 }
 
 fn unix_now() -> i64 {
@@ -122,9 +133,12 @@ mod tests {
 
     #[test]
     fn renews_at_two_thirds_with_bounded_jitter() {
-        assert_eq!(renewal_delay(0, 300, 0, 0.0), Duration::from_secs(200));
-        assert_eq!(renewal_delay(0, 300, 0, 1.0), Duration::from_secs(215));
-        assert_eq!(renewal_delay(0, 300, 0, -1.0), Duration::from_secs(185));
-        assert_eq!(renewal_delay(0, 300, 500, 0.0), Duration::ZERO);
+        // 12 s certificate backdated by the 300 s allowance: renew ~8 s after issue.
+        assert_eq!(renewal_delay(0, 312, 300, 0.0), Duration::from_secs(8));
+        let day = 86_400;
+        let d = renewal_delay(0, 300 + 30 * day, 300, 1.0).as_secs();
+        assert_eq!(d, 20 * day + 30 * day / 20);
+        assert_eq!(renewal_delay(0, 300 + 30 * day, 300, -1.0).as_secs(), 20 * day - 30 * day / 20);
+        assert_eq!(renewal_delay(0, 100, 500, 0.0), MIN_RENEWAL_DELAY);
     }
 }

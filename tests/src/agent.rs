@@ -59,6 +59,8 @@ impl AgentFixture {
                 ("WENDY_OS_VERSION_FILE".into(), root.join("version.txt").display().to_string()),
                 ("WENDY_DEVICE_TYPE_FILE".into(), root.join("device-type").display().to_string()),
                 ("RUST_LOG".into(), "info".into()),
+                // Never the host's system bus; tests with an AvahiLab push theirs.
+                ("DBUS_SYSTEM_BUS_ADDRESS".into(), format!("unix:path={}", root.join("no-bus.sock").display())),
             ],
             notify: NotifySocket::bind(root),
             child: None,

@@ -35,6 +35,10 @@ use crate::{crash, enroll, firstboot, maintain, systemd, Error};
 
 /// How long a closing server may take to finish in-flight calls.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after its port closes a server starts its graceful shutdown, so
+/// the call that closed it (StartProvisioning, Unprovision) gets its answer
+/// out first.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 
 /// The device identity while provisioned.
 pub struct Identity {
@@ -57,19 +61,25 @@ struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<()>,
     accept: Option<JoinHandle<()>>,
+    incoming: Option<crate::tls::IncomingGuard>,
 }
 
 impl RunningServer {
-    /// Stops accepting now; in-flight calls get [`DRAIN_TIMEOUT`] to finish.
+    /// Closes the port now; after [`SHUTDOWN_GRACE`] the server shuts down
+    /// gracefully, and in-flight calls get [`DRAIN_TIMEOUT`] to finish.
     fn stop(mut self) {
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let shutdown = self.shutdown.take();
+        let incoming = self.incoming.take();
         let join = self.join;
         tokio::spawn(async move {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            if let Some(tx) = shutdown {
+                let _ = tx.send(());
+            }
+            drop(incoming);
             let abort = join.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, join).await.is_err() {
                 abort.abort();
@@ -332,7 +342,7 @@ impl Daemon {
             .add_service(health)
             .add_service(limit_agent(agent))
             .add_service(limit_prov(prov));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (incoming, accept, guard) = crate::tls::tcp_accept_loop(listener);
         let port = self.config.port;
         let join = tokio::spawn(async move {
             let _keep = health_reporter;
@@ -342,7 +352,7 @@ impl Daemon {
             tracing::info!(port, "plaintext port closed");
         });
         tracing::info!(port, "plaintext gRPC listening (unprovisioned)");
-        Ok(RunningServer { shutdown: Some(tx), join, accept: None })
+        Ok(RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) })
     }
 
     async fn start_mtls(
@@ -359,7 +369,7 @@ impl Daemon {
         let identity = Arc::new(Identity { provisioning: RwLock::new(p), cert, verifier });
         maintain::apply_stored_crl(&identity, &self.config.crl_file());
         let listener = self.bind(self.config.mtls_port()).await?;
-        let (incoming, accept) = crate::tls::accept_loop(listener, config);
+        let (incoming, accept, guard) = crate::tls::accept_loop(listener, config);
         let (agent, prov) = self.services();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
@@ -384,7 +394,7 @@ impl Daemon {
             tokio::spawn(maintain::crl_loop(identity, self.config.crl_file(), self.config.crl_refresh)),
         ];
         tracing::info!(port, "mTLS gRPC listening (provisioned)");
-        Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept) }, tasks))
+        Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) }, tasks))
     }
 
     /// Stops both servers (shutdown).

@@ -135,10 +135,10 @@ mod tests {
     fn renews_at_two_thirds_with_bounded_jitter() {
         // 12 s certificate backdated by the 300 s allowance: renew ~8 s after issue.
         assert_eq!(renewal_delay(0, 312, 300, 0.0), Duration::from_secs(8));
-        let day = 86_400;
-        let d = renewal_delay(0, 300 + 30 * day, 300, 1.0).as_secs();
+        let day: u64 = 86_400;
+        let d = renewal_delay(0, 300 + 30 * day as i64, 300, 1.0).as_secs();
         assert_eq!(d, 20 * day + 30 * day / 20);
-        assert_eq!(renewal_delay(0, 300 + 30 * day, 300, -1.0).as_secs(), 20 * day - 30 * day / 20);
+        assert_eq!(renewal_delay(0, 300 + 30 * day as i64, 300, -1.0).as_secs(), 20 * day - 30 * day / 20);
         assert_eq!(renewal_delay(0, 100, 500, 0.0), MIN_RENEWAL_DELAY);
     }
 }

@@ -39,14 +39,34 @@ pub fn notify_ready() {
     }
 }
 
-/// Sends a free-form status line (`STATUS=`).
+/// Sends a free-form status line (`STATUS=`), never blocking.
 pub fn notify_status(status: &str) {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+    let line: String = status.chars().filter(|c| *c != '\n').collect();
+    notify_nonblocking(&format!("STATUS={line}\n"));
 }
 
-/// Tells the service manager the agent is stopping.
+/// Tells the service manager the agent is stopping, never blocking.
 pub fn notify_stopping() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    notify_nonblocking("STOPPING=1\n");
+}
+
+/// Sends `message` to `NOTIFY_SOCKET` without blocking: if the manager's
+/// queue is full the message is dropped rather than stalling the runtime
+/// (the sd-notify crate's send blocks). Informational messages only.
+fn notify_nonblocking(message: &str) {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => <SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|s| {
+        s.set_nonblocking(true)?;
+        s.send_to_addr(message.as_bytes(), &addr?)
+    });
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "sd_notify message dropped");
+    }
 }
 
 /// Pets the watchdog at half of `WATCHDOG_USEC`, if the unit has one.

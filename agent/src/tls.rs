@@ -130,14 +130,24 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
+/// Keeps a server's incoming stream open after its accept task is aborted:
+/// tonic takes the end of the stream as a shutdown, which would cut off the
+/// call that is closing the port. Drop it once the server is told to stop.
+pub type IncomingGuard = Box<dyn std::any::Any + Send>;
+
 /// Accepts TCP connections on `listener`, runs each TLS handshake in its own
 /// task, and yields finished connections. The returned task owns the
 /// listener; abort it to stop listening.
 pub fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> (tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>>,
+    tokio::task::JoinHandle<()>,
+    IncomingGuard,
+) {
     let (tx, rx) = mpsc::channel(64);
+    let guard: IncomingGuard = Box::new(tx.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let task = tokio::spawn(async move {
         loop {
@@ -168,7 +178,38 @@ pub fn accept_loop(
             });
         }
     });
-    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task, guard)
+}
+
+/// Accepts plaintext TCP connections on `listener` and yields them. The
+/// returned task owns the listener; abort it to close the port at once
+/// while the server finishes in-flight calls.
+pub fn tcp_accept_loop(
+    listener: TcpListener,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<TcpStream>>,
+    tokio::task::JoinHandle<()>,
+    IncomingGuard,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let guard: IncomingGuard = Box::new(tx.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    if tx.send(Ok(tcp)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task, guard)
 }
 
 fn peer_info(stream: &tokio_rustls::server::TlsStream<TcpStream>, addr: SocketAddr) -> PeerInfo {

@@ -147,6 +147,11 @@ impl AgentFixture {
         c.wait().ok()
     }
 
+    /// The agent's pid (`ip netns exec` execs it, so it is the child's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

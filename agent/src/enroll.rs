@@ -253,7 +253,8 @@ mod tests {
     #[test]
     fn every_field_is_validated() {
         assert!(validate(&good()).is_ok());
-        let cases: Vec<(fn(&mut StartProvisioningRequest), &str)> = vec![
+        type Case = (fn(&mut StartProvisioningRequest), &'static str);
+        let cases: Vec<Case> = vec![
             (|r| r.organization_id = 0, "organization_id"),
             (|r| r.asset_id = -1, "asset_id"),
             (|r| r.enrollment_token = " ".into(), "enrollment_token"),

@@ -250,7 +250,7 @@ impl CertificateService for FakePki {
 #[tonic::async_trait]
 impl CrlService for FakePki {
     async fn get_crl(&self, request: Request<GetCrlRequest>) -> Result<Response<GetCrlResponse>, Status> {
-        if !request.extensions().get::<PeerCert>().is_some_and(|p| p.0.is_some()) {
+        if request.extensions().get::<PeerCert>().is_none_or(|p| p.0.is_none()) {
             return Err(Status::unauthenticated("GetCrl needs a client certificate"));
         }
         let (revoked, number) = {

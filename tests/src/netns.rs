@@ -19,6 +19,12 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Netns {
     /// Creates `wendy-<pid>-<n>` with loopback up. Needs root.
     pub fn new() -> Self {

@@ -1,0 +1,34 @@
+#!/bin/sh
+# mmdebstrap --essential-hook for the WendyOS base rootfs: runs on the build
+# host after the Essential packages are unpacked and before the packages of
+# image/packages.txt are installed. $1 is the rootfs directory.
+# Environment: WENDY_BOOT_METHOD (from the board config).
+# Changing this file changes the base-rootfs cache key.
+set -eu
+root="$1"
+
+# initramfs-tools: zstd is much faster than gzip under qemu-user emulation
+# and every trixie kernel decompresses it.
+mkdir -p "$root/etc/initramfs-tools/conf.d"
+cat >"$root/etc/initramfs-tools/conf.d/wendyos.conf" <<'CONF'
+COMPRESS=zstd
+CONF
+
+# The initramfs would be built once by the kernel's postinst and again by
+# the trigger of every later package that ships a hook; under emulation each
+# run costs minutes. Divert update-initramfs to a no-op while packages are
+# installed; customize-hook.sh restores it and builds the initramfs once.
+chroot "$root" dpkg-divert --quiet --local --rename \
+    --divert /usr/sbin/update-initramfs.wendyos --add /usr/sbin/update-initramfs
+mkdir -p "$root/usr/sbin"
+cat >"$root/usr/sbin/update-initramfs" <<'STUB'
+#!/bin/sh
+echo "update-initramfs: deferred by the WendyOS image build" >&2
+exit 0
+STUB
+chmod 0755 "$root/usr/sbin/update-initramfs"
+
+# raspi-firmware installs the firmware and kernel into /boot/firmware.
+if [ "$WENDY_BOOT_METHOD" = rpi-firmware ]; then
+    mkdir -p "$root/boot/firmware"
+fi

@@ -2,7 +2,7 @@
 # mmdebstrap --customize-hook for the WendyOS base rootfs: runs on the build
 # host after every package is installed. $1 is the rootfs directory.
 # Environment (derived from the board config by scripts/build-image):
-#   WENDY_BOOT_METHOD, WENDY_GRUB_FORMAT, WENDY_EFI_BOOT_FILE,
+#   WENDY_BOOT_METHOD, WENDY_GRUB_FORMAT, WENDY_EFI_BOOT_FILE, WENDY_INITRAMFS_MODULES,
 #   WENDY_BUILD_PACKAGES (image/packages.txt lines with use=build)
 # Changing this file changes the base-rootfs cache key.
 #
@@ -24,7 +24,8 @@ uefi-grub)
     rm -rf "$root$scratch"
     mkdir -p "$root$scratch/debs" "$root$scratch/x" "$root/usr/lib/wendyos/boot"
     # shellcheck disable=SC2086
-    (cd "$root$scratch/debs" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get -q download $WENDY_BUILD_PACKAGES)
+    (cd "$root$scratch/debs" && APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" \
+        apt-get -q -o APT::Sandbox::User=root download $WENDY_BUILD_PACKAGES)
     for deb in "$root$scratch"/debs/*.deb; do dpkg-deb --extract "$deb" "$root$scratch/x"; done
     libdir="$(dirname "$(find "$root$scratch/x" -name 'libdevmapper.so*' | head -n 1)")"
     modules="part_gpt fat ext2 normal linux configfile search search_label
@@ -48,6 +49,23 @@ esac
 rm -f "$root/usr/sbin/update-initramfs"
 chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
 chroot "$root" update-initramfs -c -k all
+# The root disk's driver must be in it (a silent miss means "Gave up waiting
+# for root file system device" on the board).
+for initrd in "$root"/boot/initrd.img-*; do
+    kver="${initrd##*/initrd.img-}"
+    listing="$(chroot "$root" lsinitramfs "/boot/initrd.img-$kver")"
+    for m in $WENDY_INITRAMFS_MODULES; do
+        where="$(chroot "$root" modinfo -k "$kver" -F filename "$m" 2>/dev/null | head -n 1)" || where=""
+        case "$where" in
+            "(builtin)") continue ;;
+            "") echo "customize-hook: kernel $kver has no module $m" >&2; exit 1 ;;
+        esac
+        if ! printf '%s\n' "$listing" | grep -q "/${where##*/}\$"; then
+            echo "customize-hook: module $m ($where) is not in initrd.img-$kver" >&2
+            exit 1
+        fi
+    done
+done
 
 # Keep the image small: no stock Avahi services (ssh, sftp), no logs or
 # caches from the build.

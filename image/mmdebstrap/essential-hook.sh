@@ -2,7 +2,7 @@
 # mmdebstrap --essential-hook for the WendyOS base rootfs: runs on the build
 # host after the Essential packages are unpacked and before the packages of
 # image/packages.txt are installed. $1 is the rootfs directory.
-# Environment: WENDY_BOOT_METHOD (from the board config).
+# Environment: WENDY_BOOT_METHOD, WENDY_INITRAMFS_MODULES (from the board config).
 # Changing this file changes the base-rootfs cache key.
 set -eu
 root="$1"
@@ -13,6 +13,11 @@ mkdir -p "$root/etc/initramfs-tools/conf.d"
 cat >"$root/etc/initramfs-tools/conf.d/wendyos.conf" <<'CONF'
 COMPRESS=zstd
 CONF
+
+# Modules the initramfs must carry to find the root disk, whatever
+# MODULES=most finds by itself (customize-hook.sh checks they are in).
+mkdir -p "$root/usr/share/initramfs-tools/modules.d"
+printf '%s\n' $WENDY_INITRAMFS_MODULES >"$root/usr/share/initramfs-tools/modules.d/wendyos.conf"
 
 # The initramfs would be built once by the kernel's postinst and again by
 # the trigger of every later package that ships a hook; under emulation each

@@ -2,13 +2,18 @@
 //!
 //! - `provisioning.json`: imported if the device has no identity yet and the
 //!   file is a usable identity;
-//! - `wendy.conf` (INI, `[device] name=`): the device name.
+//! - `credential/` plus `wendy.conf [credential]`: an operator-provisioned
+//!   credential (see [`crate::credential_seed`]);
+//! - `wendy.conf` (INI, `[device] name=`): the device name. While a
+//!   credential seed is pending (not imported), `wendy.conf` stays in place
+//!   because it carries the passphrase.
 //!
 //! Each imported file is renamed to `<name>.imported` so it is used once and
 //! never lost. A seed that fails to import is left in place and logged.
 
 use std::path::Path;
 
+use crate::credential_seed;
 use crate::state::{self, Provisioning};
 use crate::Error;
 
@@ -30,12 +35,30 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
             Err(e) => tracing::error!(from = %seed.display(), error = %e, "could not import provisioning.json from the config partition; left in place"),
         }
     }
-    let conf = seed_dir.join("wendy.conf");
+    let credential_pending = match credential_seed::import(seed_dir, config_dir) {
+        Ok(credential_seed::Outcome::Absent) => false,
+        Ok(credential_seed::Outcome::Imported { org_id, asset_id }) => {
+            tracing::info!(org_id, asset_id, "imported the operator-provisioned credential from the config partition");
+            false
+        }
+        Ok(credential_seed::Outcome::AlreadyProvisioned) => {
+            tracing::warn!("config partition carries a credential but the device is already provisioned; left in place");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not import the operator-provisioned credential from the config partition; files left in place, starting unprovisioned");
+            true
+        }
+    };
+    let conf = seed_dir.join(credential_seed::CONF_FILE);
     if conf.is_file() {
         match std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e)).and_then(|text| {
             if let Some(name) = ini_value(&text, "device", "name") {
                 store_name(config_dir, &name)?;
                 tracing::info!(name, "device name from wendy.conf");
+            }
+            if credential_pending {
+                return Ok(());
             }
             mark_imported(&conf)
         }) {

@@ -19,6 +19,7 @@
 //! - [`avahi`]: the mDNS advertisement (service file + D-Bus confirmation);
 //! - [`systemd`]: sd_notify, watchdog, journald logging;
 //! - [`firstboot`]: importing the config-partition seed;
+//! - [`credential_seed`]: importing an operator-provisioned credential;
 //! - [`sysinfo`]: what `GetAgentVersion` reports;
 //! - [`crash`]: test-only crash injection.
 #![deny(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod avahi;
 pub mod cloud;
 pub mod config;
 pub mod crash;
+pub mod credential_seed;
 pub mod daemon;
 pub mod enroll;
 mod error;

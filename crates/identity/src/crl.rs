@@ -123,7 +123,7 @@ impl VerifiedCrl {
     /// Whether `serial_hex` is listed.
     pub fn is_revoked(&self, serial_hex: &str) -> bool {
         let wanted = normalize_serial_hex(&hex::decode(serial_hex).unwrap_or_default());
-        self.revoked_serials.iter().any(|s| *s == wanted)
+        self.revoked_serials.contains(&wanted)
     }
 
     /// The CRL as PEM.

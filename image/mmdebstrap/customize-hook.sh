@@ -67,6 +67,11 @@ for initrd in "$root"/boot/initrd.img-*; do
     done
 done
 
+# Work systemd would otherwise do on the device's first boot, slowly (its
+# ConditionNeedsUpdate= units; scripts/build-image marks /etc and /var as
+# up to date after adding the overlay).
+chroot "$root" journalctl --update-catalog
+
 # Keep the image small: no stock Avahi services (ssh, sftp), no logs or
 # caches from the build.
 rm -f "$root"/etc/avahi/services/*.service

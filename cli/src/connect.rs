@@ -186,7 +186,7 @@ impl ServerCertVerifier for CapturingVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+        wendy_identity::tls::supported_schemes()
     }
 }
 

@@ -17,17 +17,7 @@ use wendy_tests::agent::{provisioning_client, AgentFixture};
 use wendy_tests::fake_pki::FakePki;
 use wendy_tests::netns::Netns;
 
-/// The crash points, as the agent names them (agent/src/crash.rs).
-const POINTS: &[&str] = &[
-    "after-keygen",
-    "after-issue",
-    "mid-temp-write",
-    "after-temp-fsync",
-    "after-rename",
-    "after-dir-fsync",
-    "after-mtls-bind",
-    "after-advertise",
-];
+use wendy_agent::crash::POINTS;
 
 #[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
 enum Outcome {

@@ -134,7 +134,9 @@ fn tls13_signature(
     )
 }
 
-fn supported_schemes() -> Vec<SignatureScheme> {
+/// The signature schemes every WendyOS verifier offers (ML-DSA and ECDSA
+/// among them), for custom verifiers outside this module.
+pub fn supported_schemes() -> Vec<SignatureScheme> {
     rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
 }
 

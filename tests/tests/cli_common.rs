@@ -25,13 +25,22 @@ pub fn wendy_bin() -> PathBuf {
     })
 }
 
+/// Reports why a test cannot run here. Under `WENDY_TEST_STRICT=1` (set by
+/// `scripts/test`, so CI never passes by skipping) that is a failure.
+fn skip(test: &str, why: &str) {
+    if std::env::var_os("WENDY_TEST_STRICT").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run: {why} (WENDY_TEST_STRICT=1 forbids skipping)");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
 /// A binary needed by an integration part; `None` prints why the test skips.
 pub fn optional_bin(name: &str, test: &str) -> Option<PathBuf> {
     let found = bins::find(name);
     if found.is_none() {
-        eprintln!(
-            "SKIP {test}: `{name}` is not built in {} (run `cargo build --workspace`)",
-            bins::profile_dir().display()
+        skip(
+            test,
+            &format!("`{name}` is not built in {} (run `cargo build --workspace`)", bins::profile_dir().display()),
         );
     }
     found
@@ -41,7 +50,7 @@ pub fn optional_bin(name: &str, test: &str) -> Option<PathBuf> {
 pub fn can_netns(test: &str) -> bool {
     let ok = unsafe_free_is_root() && Command::new("ip").args(["netns", "list"]).output().is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIP {test}: needs root and `ip netns` for a private network namespace");
+        skip(test, "needs root and `ip netns` for a private network namespace");
     }
     ok
 }

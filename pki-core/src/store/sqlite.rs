@@ -86,9 +86,24 @@ CREATE TABLE audit_log (
 );
 "#];
 
+/// How often the background checkpointer copies the WAL into the database.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The checkpointer thread and the sender whose drop stops it.
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for SqliteStore {
+    /// Stops the checkpointer and waits for its last (truncating) checkpoint.
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -119,12 +134,40 @@ impl SqliteStore {
                 std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
             }
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        // Checkpoints (WAL -> database, with their fsyncs) run on a thread of
+        // their own with its own connection, so writers never wait for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = spawn_checkpointer(path)?;
+        Ok(Self { conn: Mutex::new(conn), checkpointer: Some(checkpointer) })
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_INTERVAL`] on its
+/// own connection until the returned sender is dropped. A passive checkpoint
+/// never blocks writers; they keep appending to the WAL meanwhile.
+fn spawn_checkpointer(
+    path: &Path,
+) -> Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+            // Last one on the way out, so a clean stop leaves a short WAL.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .map_err(StoreError::Io)?;
+    Ok((stop, thread))
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -644,5 +687,33 @@ mod tests {
         assert_eq!(revoked.status, CertStatus::Revoked);
         assert_eq!(store.revoked_by_ca("ca").unwrap(), vec![("a".to_string(), 160)]);
         assert!(store.audit_log(10).unwrap().iter().any(|e| e.event == "revoke"));
+    }
+
+    #[test]
+    fn the_checkpointer_moves_the_wal_into_the_database_and_truncates_it_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let wal = dir.path().join("db-wal");
+        let store = SqliteStore::open(&db, false).unwrap();
+        let token = |i: usize| NewToken {
+            hash: format!("h{i}"),
+            kind: TokenKind::Asset,
+            organization_id: 1,
+            name: "n".into(),
+            role: None,
+            created_by: "t".into(),
+            created_at: 0,
+            expires_at: 10,
+        };
+        for i in 0..200 {
+            store.insert_token(&token(i)).unwrap();
+        }
+        let db_before = std::fs::metadata(&db).unwrap().len();
+        std::thread::sleep(CHECKPOINT_INTERVAL * 3);
+        assert!(std::fs::metadata(&db).unwrap().len() > db_before, "no checkpoint reached the database");
+        drop(store);
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL was not truncated");
+        let reopened = SqliteStore::open(&db, false).unwrap();
+        assert!(reopened.find_token("h199").unwrap().is_some());
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Environment: PKICORE_BENCH_N (certificates, default 3000),
 //! PKICORE_BENCH_CONCURRENCY (in-flight calls, default 64),
-//! PKICORE_BENCH_CONNECTIONS (TLS connections, default 4).
+//! PKICORE_BENCH_CONNECTIONS (TLS connections, default 4),
+//! PKICORE_BENCH_BINARY (the `pkicore` to measure, default the bench build;
+//! `$CARGO_TARGET_DIR/release/pkicore` is the one the container ships).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -37,7 +39,10 @@ async fn main() {
     let connections = env("PKICORE_BENCH_CONNECTIONS", 4).max(1);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pkicore"))
+    // The bench-profile build by default; PKICORE_BENCH_BINARY measures
+    // another, such as the shipped release build.
+    let binary = std::env::var_os("PKICORE_BENCH_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_pkicore").into());
+    let mut child = Command::new(binary)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["serve", "all", "--dev", "--listen", "127.0.0.1:0"])

@@ -29,8 +29,11 @@ PKICORE_IMAGE = "localhost/wendyos/pkicore:latest"
 DEV_API_KEY = "dev-secret-change-me"  # wendy_proto::contract::DEV_API_KEY
 AGENT_PORT, AGENT_TLS_PORT = 50051, 50052  # wendy_proto::contract (guest side)
 
-TARGET = os.environ.get("CARGO_TARGET_DIR",
-                        os.path.join(os.path.expanduser("~"), ".cache", "wendyos", "target"))
+# As scripts/lib/common.sh sets them (for callers that did not source it).
+CACHE = os.environ.get("WENDY_CACHE") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "wendyos")
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(CACHE, "target")
+BUILD = os.environ.get("WENDY_BUILD") or os.path.join(REPO, "build")
 
 
 def log(msg):
@@ -41,13 +44,20 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
+_built = set()
+
+
 def host_binary(name):
-    path = os.path.join(TARGET, "release", name)
-    if not os.path.exists(path):
-        log(f"building {name} (release)")
+    """The release binary of this checkout. cargo always decides: the target
+    directory is shared by every clone, so an existing file may be stale."""
+    if name not in _built:
+        log(f"building {name} (release; nothing to do when up to date)")
+        env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
+        env["PATH"] = os.path.join(os.path.expanduser("~"), ".cargo", "bin") + os.pathsep + env.get("PATH", "")
         subprocess.run(["cargo", "build", "--release", "--locked", "-p",
-                        {"wendy": "wendy", "pkicore": "pkicore"}[name]], cwd=REPO, check=True)
-    return path
+                        {"wendy": "wendy", "pkicore": "pkicore"}[name]], cwd=REPO, check=True, env=env)
+        _built.add(name)
+    return os.path.join(TARGET, "release", name)
 
 
 class PkiCore:

@@ -2,20 +2,30 @@
 # mmdebstrap --essential-hook for the WendyOS base rootfs: runs on the build
 # host after the Essential packages are unpacked and before the packages of
 # image/packages.txt are installed. $1 is the rootfs directory.
-# Environment: WENDY_BOOT_METHOD, WENDY_INITRAMFS_MODULES (from the board config).
+# Environment: WENDY_BOOT_METHOD, WENDY_INITRAMFS_MODULES, WENDY_INITRAMFS_POLICY
+# (from the board config).
 # Changing this file changes the base-rootfs cache key.
 set -eu
 root="$1"
 
 # initramfs-tools: zstd is much faster than gzip under qemu-user emulation
-# and every trixie kernel decompresses it.
+# and every trixie kernel decompresses it. MODULES= is the board's policy:
+# "most" for hardware, "list" (only the modules below) for fixed virtual
+# hardware, where it cuts the initramfs from ~36 MB to a few and the build
+# and the boot with it.
+case "$WENDY_INITRAMFS_POLICY" in
+    most | list) ;;
+    *) echo "essential-hook: BOARD_INITRAMFS_POLICY must be most or list, not '$WENDY_INITRAMFS_POLICY'" >&2; exit 1 ;;
+esac
 mkdir -p "$root/etc/initramfs-tools/conf.d"
-cat >"$root/etc/initramfs-tools/conf.d/wendyos.conf" <<'CONF'
+cat >"$root/etc/initramfs-tools/conf.d/wendyos.conf" <<CONF
 COMPRESS=zstd
+MODULES=$WENDY_INITRAMFS_POLICY
 CONF
 
 # Modules the initramfs must carry to find the root disk, whatever
-# MODULES=most finds by itself (customize-hook.sh checks they are in).
+# MODULES=most finds by itself; with MODULES=list the only ones
+# (customize-hook.sh checks they are in).
 mkdir -p "$root/usr/share/initramfs-tools/modules.d"
 printf '%s\n' $WENDY_INITRAMFS_MODULES >"$root/usr/share/initramfs-tools/modules.d/wendyos.conf"
 

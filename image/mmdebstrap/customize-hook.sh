@@ -2,8 +2,7 @@
 # mmdebstrap --customize-hook for the WendyOS base rootfs: runs on the build
 # host after every package is installed. $1 is the rootfs directory.
 # Environment (derived from the board config by scripts/build-image):
-#   WENDY_BOOT_METHOD, WENDY_GRUB_FORMAT, WENDY_EFI_BOOT_FILE, WENDY_INITRAMFS_MODULES
-#   (its MODULES= policy is applied by essential-hook.sh),
+#   WENDY_BOOT_METHOD, WENDY_GRUB_FORMAT, WENDY_EFI_BOOT_FILE, WENDY_INITRAMFS_MODULES,
 #   WENDY_BUILD_PACKAGES (image/packages.txt lines with use=build)
 # Changing this file changes the base-rootfs cache key.
 #

@@ -12,11 +12,7 @@ root="$1"
 # and every trixie kernel decompresses it. MODULES= is the board's policy:
 # "most" for hardware, "list" (only the modules below) for fixed virtual
 # hardware, where it cuts the initramfs from ~36 MB to a few and the build
-# and the boot with it.
-case "$WENDY_INITRAMFS_POLICY" in
-    most | list) ;;
-    *) echo "essential-hook: BOARD_INITRAMFS_POLICY must be most or list, not '$WENDY_INITRAMFS_POLICY'" >&2; exit 1 ;;
-esac
+# and the boot with it (scripts/build-image checks the value).
 mkdir -p "$root/etc/initramfs-tools/conf.d"
 cat >"$root/etc/initramfs-tools/conf.d/wendyos.conf" <<CONF
 COMPRESS=zstd

@@ -23,6 +23,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The release build of every host binary (wendy, pkicore, wendy-agent). The
+# fast tier, the QEMU tier and the demo all use this one command: a `-p`
+# build unifies dependency features differently and recompiles them.
+build_host_release() {
+    log "release build of every binary (nothing to do when up to date)"
+    (cd "$WENDY_ROOT" && cargo build --release --workspace --locked)
+}
+
 # Load a board config: board-configs/<board>.conf. Sets BOARD_* variables.
 load_board() {
     local board="$1" file="$WENDY_ROOT/board-configs/$1.conf"

@@ -50,17 +50,14 @@ _release_built = False
 def host_binary(name):
     """The release binary of this checkout. cargo always decides: the target
     directory is shared by every clone, so an existing file may be stale.
-    It builds the whole workspace with the fast tier's exact command: a
-    `-p` build unifies dependency features differently and would recompile
-    them, while the QEMU guest boots on the same two cores."""
+    The build is the fast tier's own (build_host_release in
+    scripts/lib/common.sh), so after that tier there is nothing to do."""
     if name not in ("wendy", "pkicore"):
         raise ValueError(f"no host binary {name!r}")
     global _release_built
     if not _release_built:
-        log("building the release binaries (nothing to do when up to date)")
-        env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
-        env["PATH"] = os.path.join(os.path.expanduser("~"), ".cargo", "bin") + os.pathsep + env.get("PATH", "")
-        subprocess.run(["cargo", "build", "--release", "--workspace", "--locked"], cwd=REPO, check=True, env=env)
+        subprocess.run(["bash", "-c", ". scripts/lib/common.sh && build_host_release"], cwd=REPO, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
         _release_built = True
     return os.path.join(TARGET, "release", name)
 

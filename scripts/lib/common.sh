@@ -18,6 +18,10 @@ export WENDY_BUILD
 WENDY_OPENSSL_ROOT="${WENDY_OPENSSL_ROOT:-$WENDY_CACHE/openssl35-root}"
 export WENDY_OPENSSL_ROOT
 
+# The venv of the published-protocol client (tests/compat), made by scripts/setup.
+WENDY_PYCLIENT_VENV="${WENDY_PYCLIENT_VENV:-$WENDY_CACHE/pyclient-venv}"
+export WENDY_PYCLIENT_VENV
+
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -38,4 +42,17 @@ load_board() {
     # shellcheck source=/dev/null
     . "$file"
     [ "${BOARD_NAME:-}" = "$board" ] || die "$file sets BOARD_NAME='${BOARD_NAME:-}', expected '$board'"
+}
+
+# A Python venv at $1 with the pinned requirements file $2, rebuilt when the
+# file changes (its hash is kept in the venv).
+make_venv() {
+    local venv="$1" req="$2" stamp
+    stamp="$(sha256sum "$req" | cut -d' ' -f1)"
+    [ "$(cat "$venv/.wendy-requirements" 2>/dev/null)" = "$stamp" ] && return 0
+    log "creating the Python venv $venv from ${req#"$WENDY_ROOT"/}"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$stamp" >"$venv/.wendy-requirements"
 }

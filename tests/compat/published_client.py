@@ -11,7 +11,8 @@ client (socat with OpenSSL 3.5: grpcio's BoringSSL cannot do ML-DSA).
 
 Exit status: 0 on success; 2 when the server answers with a gRPC error (the
 status code name and details are printed on stderr and as
-``{"grpc_error": {...}}`` on stdout); 1 on usage or local errors.
+``{"grpc_error": {...}}`` on stdout); 3 when the target cannot be reached
+within the timeout (``{"unreachable": {...}}``); 1 on usage or local errors.
 """
 
 from __future__ import annotations
@@ -114,7 +115,10 @@ class Client:
         try:
             grpc.channel_ready_future(self.channel).result(timeout=args.timeout)
         except grpc.FutureTimeoutError:
-            raise SystemExit(f"cannot reach {args.target} within {args.timeout}s") from None
+            self.channel.close()
+            print(f"cannot reach {args.target} within {args.timeout}s", file=sys.stderr)
+            emit({"unreachable": {"target": args.target, "timeout_seconds": args.timeout}})
+            raise SystemExit(3) from None
 
     def call(self, proto: str, service: str, method: str, request: str, metadata=(), **fields: Any) -> Any:
         pb, grpc_mod = Stubs.load(proto)
@@ -172,19 +176,25 @@ def step(c: Client, a: argparse.Namespace) -> Any:
         out["has_certificate"] = r.HasField("certificate")
         return out
     if a.step == "pki-get":
-        return to_json(c.call(CERT_PROTO, svc, "GetCertificate", "GetCertificateRequest", certificate_id=a.id))
+        return to_json(
+            c.call(
+                CERT_PROTO, svc, "GetCertificate", "GetCertificateRequest", metadata=c.api_key(), certificate_id=a.id
+            )
+        )
     if a.step == "pki-list":
         fields = {"asset_id": a.asset_id}
         if a.limit is not None:
             fields["limit"] = a.limit
-        stream = c.call(CERT_PROTO, svc, "ListCertificates", "ListCertificatesRequest", **fields)
+        stream = c.call(
+            CERT_PROTO, svc, "ListCertificates", "ListCertificatesRequest", metadata=c.api_key(), **fields
+        )
         items = [to_json(m) for m in stream]
         return {"responses": items, "count": len(items)}
     if a.step == "pki-revoke":
         return to_json(
             c.call(
                 CERT_PROTO, svc, "RevokeCertificate", "RevokeCertificateRequest",
-                certificate_id=a.id, reason=a.reason,
+                metadata=c.api_key(), certificate_id=a.id, reason=a.reason,
             )
         )
     if a.step == "agent-is-provisioned":
@@ -229,11 +239,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--proto-dir", type=Path, default=Path(os.environ.get("WENDY_PUBLISHED_PROTO", DEFAULT_PROTO_DIR)))
     p.add_argument("--target", default="127.0.0.1:50051", help="plaintext h2c address (host:port)")
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of the connection and of the call, seconds")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("WENDY_API_KEY", DEV_API_KEY),
+        help="sent as `authorization: Bearer` on pki-token, pki-get, pki-list, pki-revoke",
+    )
     sub = p.add_subparsers(dest="step", required=True)
     sub.add_parser("protoc", help="only generate the stubs and list the compiled files")
     sub.add_parser("pki-ca-bundle", help="CertificateService/GetCaBundle")
     s = sub.add_parser("pki-token", help="CertificateService/CreateAssetEnrollmentToken (API key)")
-    s.add_argument("--api-key", default=os.environ.get("WENDY_API_KEY", DEV_API_KEY))
     s.add_argument("--org", type=int, default=1)
     s.add_argument("--name", default="published-client-asset")
     s.add_argument("--ttl", type=int, default=600)

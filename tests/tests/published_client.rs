@@ -277,10 +277,14 @@ fn pkicore_via_published_client() {
     }
 
     // Named refusal (c): a used or unknown token comes back in the body.
-    for (step, tok) in [
-        ("IssueCertificate with a used token -> error body INVALID_ENROLLMENT_TOKEN", token_str.clone()),
-        ("IssueCertificate with an unknown token -> error body INVALID_ENROLLMENT_TOKEN", format!("wet_{}", "0".repeat(64))),
-    ] {
+    let used_step = "IssueCertificate with a used token -> error body INVALID_ENROLLMENT_TOKEN";
+    let mut refusals = vec![("IssueCertificate with an unknown token -> error body INVALID_ENROLLMENT_TOKEN", format!("wet_{}", "0".repeat(64)))];
+    if issued.as_ref().is_some_and(|j| j["has_certificate"] == true) {
+        refusals.insert(0, (used_step, token_str.clone()));
+    } else {
+        r.not_run(used_step, "the token was not used by a successful IssueCertificate");
+    }
+    for (step, tok) in refusals {
         let run = py.run(hop.listen, &["pki-issue", "--token", &tok]);
         if let Some((code, details)) = run.grpc_error() {
             let trailer = run.json()["grpc_error"]["trailer_certificate_error"]["code"].as_str().unwrap_or("none").to_owned();

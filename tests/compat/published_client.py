@@ -149,6 +149,17 @@ def csr_pem(common_name: str) -> tuple[str, str]:
     return key_pem.decode(), csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def same_public_key(cert_pem: str, key_pem: str) -> bool:
+    """Whether the issued leaf certifies the key of our CSR."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+
+
 def step(c: Client, a: argparse.Namespace) -> Any:
     svc = "CertificateService"
     if a.step == "pki-ca-bundle":
@@ -174,6 +185,8 @@ def step(c: Client, a: argparse.Namespace) -> Any:
         out = to_json(r)
         out["has_error"] = r.HasField("error")
         out["has_certificate"] = r.HasField("certificate")
+        if r.certificate.pem_certificate:
+            out["certificate_key_matches_csr"] = same_public_key(r.certificate.pem_certificate, key_pem)
         return out
     if a.step == "pki-get":
         return to_json(

@@ -86,10 +86,15 @@ impl Report {
     /// Records a client run: it must succeed and `check` must accept its
     /// JSON. Returns the JSON whenever the run succeeded (even if a check
     /// failed), so later steps can go on with what is usable.
-    fn step(&mut self, step: &str, run: &PyRun, check: impl FnOnce(&Value) -> Result<(), String>) -> Option<Value> {
+    fn step(&mut self, step: &str, run: &PyRun, check: impl FnOnce(&Value, &mut Checks)) -> Option<Value> {
         match run.ok() {
             Ok(j) => {
-                let outcome = check(&j).map_err(|e| format!("{e}; response: {}", compact(&j)));
+                let mut checks = Checks(Vec::new());
+                check(&j, &mut checks);
+                let outcome = match checks.0.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!("{}; response: {}", checks.0.join("; "), compact(&j))),
+                };
                 self.record(step, outcome);
                 Some(j)
             }
@@ -115,6 +120,24 @@ impl Report {
         let summary = self.lines.join("\n");
         assert!(self.failed == 0, "{}: {} step(s) failed:\n{summary}", self.test, self.failed);
         eprintln!("{}: all {} steps passed", self.test, self.lines.len());
+    }
+}
+
+/// The failed checks of one step (all are evaluated, none stops the others).
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn that(&mut self, cond: bool, what: impl FnOnce() -> String) {
+        if !cond {
+            self.0.push(what());
+        }
+    }
+
+    /// No field of the response was unknown to the published types.
+    fn drift(&mut self, j: &Value) {
+        if let Err(e) = no_drift(j) {
+            self.0.push(e);
+        }
     }
 }
 
@@ -188,9 +211,9 @@ fn pkicore_via_published_client() {
     // The hop itself: OpenSSL 3.5 reaches pki-core over ML-DSA TLS and the
     // bundle matches what our own pinned client got.
     let run = py.run(hop.listen, &["pki-ca-bundle"]);
-    r.step("GetCaBundle through the OpenSSL hop", &run, |j| {
-        no_drift(j)?;
-        ensure(j["pem_bundle"].as_str().map(str::trim) == Some(ca_pem.trim()), || "pem_bundle differs from our pinned GetCaBundle".into())
+    r.step("GetCaBundle through the OpenSSL hop", &run, |j, c| {
+        c.drift(j);
+        c.that(j["pem_bundle"].as_str().map(str::trim) == Some(ca_pem.trim()), || "pem_bundle differs from our pinned GetCaBundle".into());
     });
     if run.code != 0 {
         eprintln!("socat log:\n{}", hop.log_text());
@@ -206,12 +229,12 @@ fn pkicore_via_published_client() {
 
     // CreateAssetEnrollmentToken with the API key.
     let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-token", "--org", &ORG.to_string(), "--name", "published-asset"]);
-    let token = r.step("CreateAssetEnrollmentToken (API key)", &run, |j| {
-        no_drift(j)?;
-        ensure(j["enrollment_token"].as_str().is_some_and(|t| !t.is_empty()), || "no enrollment_token".into())?;
-        ensure(int(&j["asset_id"]) > 0, || "asset_id (field 5) is not positive".into())?;
-        ensure(int(&j["organization_id"]) == i64::from(ORG), || format!("organization_id (field 4) is not {ORG}"))?;
-        ensure(j["expires_at"].is_string(), || "no expires_at".into())
+    let token = r.step("CreateAssetEnrollmentToken (API key)", &run, |j, c| {
+        c.drift(j);
+        c.that(j["enrollment_token"].as_str().is_some_and(|t| !t.is_empty()), || "no enrollment_token".into());
+        c.that(int(&j["asset_id"]) > 0, || "asset_id (field 5) is not positive".into());
+        c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("organization_id (field 4) is not {ORG}"));
+        c.that(j["expires_at"].is_string(), || "no expires_at".into());
     });
     let token_str = token.as_ref().and_then(|j| j["enrollment_token"].as_str().map(str::to_owned));
     let asset_id = token.as_ref().map(|j| int(&j["asset_id"])).unwrap_or(0);
@@ -225,18 +248,19 @@ fn pkicore_via_published_client() {
 
     // IssueCertificate with an ECDSA P-256 CSR made by Python cryptography.
     let run = py.run(hop.listen, &["pki-issue", "--token", &token_str, "--cn", "published-client"]);
-    let issued = r.step("IssueCertificate (ECDSA P-256 CSR)", &run, |j| {
-        no_drift(j)?;
-        ensure(j["has_error"] == false, || "IssueCertificateResponse.error is set".into())?;
-        ensure(j["has_certificate"] == true, || "no certificate".into())?;
-        let c = &j["certificate"];
-        ensure(int(&c["id"]) != 0, || "certificate.id (int32) is 0".into())?;
-        ensure(int(&c["organization_id"]) == i64::from(ORG), || format!("certificate.organization_id is not {ORG}"))?;
-        ensure(asset_id == 0 || int(&c["asset_id"]) == asset_id, || format!("certificate.asset_id is not {asset_id}"))?;
-        ensure(c["status"] == "CERTIFICATE_STATUS_ACTIVE", || "certificate.status is not ACTIVE".into())?;
-        ensure(c["pem_certificate"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")), || "no pem_certificate".into())?;
-        ensure(int(&j["organization_id"]) == i64::from(ORG), || format!("response organization_id (field 4) is not {ORG}"))?;
-        ensure(asset_id == 0 || int(&j["asset_id"]) == asset_id, || format!("response asset_id (field 5) is not {asset_id}"))
+    let issued = r.step("IssueCertificate (ECDSA P-256 CSR)", &run, |j, c| {
+        c.drift(j);
+        c.that(j["has_error"] == false, || "IssueCertificateResponse.error is set".into());
+        c.that(j["has_certificate"] == true, || "no certificate".into());
+        let cert = &j["certificate"];
+        c.that(int(&cert["id"]) != 0, || "certificate.id (int32) is 0".into());
+        c.that(int(&cert["organization_id"]) == i64::from(ORG), || format!("certificate.organization_id is not {ORG}"));
+        c.that(asset_id == 0 || int(&cert["asset_id"]) == asset_id, || format!("certificate.asset_id is not {asset_id}"));
+        c.that(cert["status"] == "CERTIFICATE_STATUS_ACTIVE", || "certificate.status is not ACTIVE".into());
+        c.that(cert["pem_certificate"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")), || "no pem_certificate".into());
+        c.that(j["certificate_key_matches_csr"] == true, || "the certificate does not certify the CSR's P-256 key".into());
+        c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("response organization_id (field 4) is not {ORG}"));
+        c.that(asset_id == 0 || int(&j["asset_id"]) == asset_id, || format!("response asset_id (field 5) is not {asset_id}"));
     });
     let cert_id = issued.as_ref().map(|j| int(&j["certificate"]["id"])).unwrap_or(0);
     let serial = issued.as_ref().and_then(|j| j["certificate"]["serial_number"].as_str().map(str::to_owned)).unwrap_or_default();
@@ -248,31 +272,31 @@ fn pkicore_via_published_client() {
     } else {
         let id = cert_id.to_string();
         let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-get", "--id", &id]);
-        r.step("GetCertificate", &run, |j| {
-            no_drift(j)?;
-            ensure(int(&j["id"]) == cert_id, || format!("id is not {cert_id}"))?;
-            ensure(j["serial_number"].as_str() == Some(serial.as_str()), || format!("serial_number is not {serial:?}"))?;
-            ensure(j["status"] == "CERTIFICATE_STATUS_ACTIVE", || "status is not ACTIVE".into())
+        r.step("GetCertificate", &run, |j, c| {
+            c.drift(j);
+            c.that(int(&j["id"]) == cert_id, || format!("id is not {cert_id}"));
+            c.that(j["serial_number"].as_str() == Some(serial.as_str()), || format!("serial_number is not {serial:?}"));
+            c.that(j["status"] == "CERTIFICATE_STATUS_ACTIVE", || "status is not ACTIVE".into());
         });
         let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-list", "--asset-id", &asset_id.to_string()]);
-        r.step("ListCertificates (server stream)", &run, |j| {
+        r.step("ListCertificates (server stream)", &run, |j, c| {
             let items = j["responses"].as_array().cloned().unwrap_or_default();
             for item in &items {
-                no_drift(item)?;
+                c.drift(item);
             }
-            ensure(items.iter().any(|i| int(&i["certificate"]["id"]) == cert_id), || format!("certificate {cert_id} not listed"))?;
-            ensure(items.iter().all(|i| int(&i["total"]) >= 1), || "total is not at least 1".into())
+            c.that(items.iter().any(|i| int(&i["certificate"]["id"]) == cert_id), || format!("certificate {cert_id} not listed"));
+            c.that(items.iter().all(|i| int(&i["total"]) >= 1), || "total is not at least 1".into());
         });
         let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-revoke", "--id", &id, "--reason", "wire compatibility test"]);
-        r.step("RevokeCertificate", &run, |j| {
-            no_drift(j)?;
-            ensure(j["success"] == true, || "success is not true".into())
+        r.step("RevokeCertificate", &run, |j, c| {
+            c.drift(j);
+            c.that(j["success"] == true, || "success is not true".into());
         });
         let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-get", "--id", &id]);
-        r.step("GetCertificate after revocation", &run, |j| {
-            no_drift(j)?;
-            ensure(j["status"] == "CERTIFICATE_STATUS_REVOKED", || "status is not REVOKED".into())?;
-            ensure(j["revoked_at"].is_string(), || "no revoked_at".into())
+        r.step("GetCertificate after revocation", &run, |j, c| {
+            c.drift(j);
+            c.that(j["status"] == "CERTIFICATE_STATUS_REVOKED", || "status is not REVOKED".into());
+            c.that(j["revoked_at"].is_string(), || "no revoked_at".into());
         });
     }
 
@@ -291,10 +315,10 @@ fn pkicore_via_published_client() {
             r.record(step, Err(format!("answered as gRPC status {code} ({details}), error trailer code {trailer}, not in IssueCertificateResponse.error")));
             continue;
         }
-        r.step(step, &run, |j| {
-            no_drift(j)?;
-            ensure(j["has_certificate"] == false, || "a certificate was issued".into())?;
-            ensure(j["error"]["code"] == INVALID_TOKEN, || format!("error.code is not {INVALID_TOKEN}"))
+        r.step(step, &run, |j, c| {
+            c.drift(j);
+            c.that(j["has_certificate"] == false, || "a certificate was issued".into());
+            c.that(j["error"]["code"] == INVALID_TOKEN, || format!("error.code is not {INVALID_TOKEN}"));
         });
     }
     drop(hop);
@@ -367,15 +391,15 @@ fn agent_via_published_client() {
 
     for v in ["v1", "v2"] {
         let run = py.run(plain, &["agent-is-provisioned", "--version", v]);
-        r.step(&format!("IsProvisioned {v} (plaintext, unprovisioned)"), &run, |j| {
-            no_drift(j)?;
-            ensure(j["which"] == "not_provisioned", || "not `not_provisioned`".into())
+        r.step(&format!("IsProvisioned {v} (plaintext, unprovisioned)"), &run, |j, c| {
+            c.drift(j);
+            c.that(j["which"] == "not_provisioned", || "not `not_provisioned`".into());
         });
     }
     let run = py.run(plain, &["agent-version"]);
-    r.step("GetAgentVersion v1 (plaintext, unprovisioned)", &run, |j| {
-        no_drift(j)?;
-        ensure(j["os_version"] == "9.9.9-test" && j["device_type"] == "qemu-test", || "os_version/device_type".into())
+    r.step("GetAgentVersion v1 (plaintext, unprovisioned)", &run, |j, c| {
+        c.drift(j);
+        c.that(j["os_version"] == "9.9.9-test" && j["device_type"] == "qemu-test", || "os_version/device_type".into());
     });
 
     let (token, asset_id) = bounded(&rt, "CreateAssetEnrollmentToken (fixture)", pki.asset_token(ORG, "published-device"));
@@ -386,7 +410,7 @@ fn agent_via_published_client() {
             "--asset-id", &asset_id.to_string(),
         ],
     );
-    let stock = r.step("StartProvisioning v1, stock fields 1-4, anchor from wendy.conf [enrollment]", &run, no_drift).is_some();
+    let stock = r.step("StartProvisioning v1, stock fields 1-4, anchor from wendy.conf [enrollment]", &run, |j, c| c.drift(j)).is_some();
     let after = [
         "mTLS listens on port + 1",
         "GetAgentVersion v1 over mTLS (hop)",
@@ -438,12 +462,12 @@ fn agent_via_published_client() {
     let cn = wendy_identity::profile::device_common_name(ORG, asset_id);
     let hop = TlsHop::start(&ns, agent.mtls_addr(), &ca_pem, &PeerName::CommonName(cn), Some(&client), &tmp.path().join("hop-agent.log"));
     let via = hop.listen;
-    let version = |j: &Value| {
-        no_drift(j)?;
-        ensure(j["os_version"] == "9.9.9-test", || "os_version is not 9.9.9-test".into())?;
-        ensure(j["device_type"] == "qemu-test", || "device_type is not qemu-test".into())?;
-        ensure(j["version"].as_str().is_some_and(|v| !v.is_empty()), || "no version".into())?;
-        ensure(j["public_key"].as_str().is_some_and(|k| k.contains("PUBLIC KEY")), || "no public_key".into())
+    let version = |j: &Value, c: &mut Checks| {
+        c.drift(j);
+        c.that(j["os_version"] == "9.9.9-test", || "os_version is not 9.9.9-test".into());
+        c.that(j["device_type"] == "qemu-test", || "device_type is not qemu-test".into());
+        c.that(j["version"].as_str().is_some_and(|v| !v.is_empty()), || "no version".into());
+        c.that(j["public_key"].as_str().is_some_and(|k| k.contains("PUBLIC KEY")), || "no public_key".into());
     };
     let run = py.run(via, &["agent-version"]);
     if r.step(after[1], &run, version).is_none() {
@@ -465,12 +489,12 @@ fn agent_via_published_client() {
     r.step(after[2], &run, version);
     for (step, v) in [(after[3], "v1"), (after[4], "v2")] {
         let run = py.run(via, &["agent-is-provisioned", "--version", v]);
-        r.step(step, &run, |j| {
-            no_drift(j)?;
+        r.step(step, &run, |j, c| {
+            c.drift(j);
             let p = &j["provisioned"];
-            ensure(j["which"] == "provisioned", || "not `provisioned`".into())?;
-            ensure(int(&p["organization_id"]) == i64::from(ORG) && int(&p["asset_id"]) == i64::from(asset_id), || "organization_id/asset_id".into())?;
-            ensure(p["cloud_host"] == pki.addr.to_string(), || "cloud_host".into())
+            c.that(j["which"] == "provisioned", || "not `provisioned`".into());
+            c.that(int(&p["organization_id"]) == i64::from(ORG) && int(&p["asset_id"]) == i64::from(asset_id), || "organization_id/asset_id".into());
+            c.that(p["cloud_host"] == pki.addr.to_string(), || "cloud_host".into());
         });
     }
     drop(hop);

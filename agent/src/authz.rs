@@ -7,12 +7,15 @@
 //!
 //! | RPC | least role |
 //! |---|---|
-//! | `WendyAgentService/GetAgentVersion` | Viewer |
-//! | `WendyProvisioningService/IsProvisioned` | Viewer |
+//! | v1 `WendyAgentService/GetAgentVersion`, `/ListHardwareCapabilities` | Viewer |
+//! | v2 `WendyDeviceInfoService/GetDeviceInfo`, `/ListHardwareCapabilities` | Viewer |
+//! | v1 and v2 `WendyProvisioningService/IsProvisioned` | Viewer |
 //! | `grpc.health.v1.Health/Check`, `/Watch` | Viewer |
-//! | `WendyProvisioningService/StartProvisioning` | Admin (always refused: already provisioned) |
-//! | `WendyProvisioningService/Unprovision` | Admin |
+//! | v1 and v2 `WendyProvisioningService/StartProvisioning` | Admin (always refused: already provisioned) |
+//! | `wendyos.agent.v1.DeviceAdminService/Unprovision` | Admin |
 //! | anything else | refused (`UNIMPLEMENTED`) |
+//!
+//! v1 and v2 of a published service have the same rows.
 //!
 //! Roles are ordered Viewer < Member < Admin < Owner; a higher role may do
 //! everything a lower one may. A certificate without a role (for example
@@ -30,15 +33,22 @@ use crate::tls::PeerInfo;
 /// The table above: the least role allowed to call `path`
 /// (`/package.Service/Method`), or `None` if nobody may.
 pub fn required_role(path: &str) -> Option<Role> {
-    const AGENT: &str = "/wendy.agent.services.v1.WendyAgentService/";
-    const PROV: &str = "/wendy.agent.services.v1.WendyProvisioningService/";
-    const HEALTH: &str = "/grpc.health.v1.Health/";
-    let (service, method) = path.rsplit_once('/').map(|(s, m)| (format!("{s}/"), m))?;
-    match (service.as_str(), method) {
-        (AGENT, "GetAgentVersion") => Some(Role::Viewer),
-        (PROV, "IsProvisioned") => Some(Role::Viewer),
-        (HEALTH, "Check" | "Watch") => Some(Role::Viewer),
-        (PROV, "StartProvisioning" | "Unprovision") => Some(Role::Admin),
+    use wendy_proto::agent::wendy_agent_service_server::SERVICE_NAME as AGENT;
+    use wendy_proto::agent::wendy_provisioning_service_server::SERVICE_NAME as PROV;
+    use wendy_proto::agent_admin::device_admin_service_server::SERVICE_NAME as ADMIN;
+    use wendy_proto::agent_v2::wendy_device_info_service_server::SERVICE_NAME as INFO_V2;
+    use wendy_proto::agent_v2::wendy_provisioning_service_server::SERVICE_NAME as PROV_V2;
+    const HEALTH: &str = "grpc.health.v1.Health";
+    let (service, method) = path.strip_prefix('/')?.rsplit_once('/')?;
+    let is = |names: &[&str]| names.contains(&service);
+    match method {
+        "GetAgentVersion" if is(&[AGENT]) => Some(Role::Viewer),
+        "ListHardwareCapabilities" if is(&[AGENT, INFO_V2]) => Some(Role::Viewer),
+        "GetDeviceInfo" if is(&[INFO_V2]) => Some(Role::Viewer),
+        "IsProvisioned" if is(&[PROV, PROV_V2]) => Some(Role::Viewer),
+        "Check" | "Watch" if is(&[HEALTH]) => Some(Role::Viewer),
+        "StartProvisioning" if is(&[PROV, PROV_V2]) => Some(Role::Admin),
+        "Unprovision" if is(&[ADMIN]) => Some(Role::Admin),
         _ => None,
     }
 }
@@ -131,8 +141,24 @@ mod tests {
 
     #[test]
     fn table_is_enforced() {
-        let unprov = "/wendy.agent.services.v1.WendyProvisioningService/Unprovision";
+        let unprov = "/wendyos.agent.v1.DeviceAdminService/Unprovision";
         let version = "/wendy.agent.services.v1.WendyAgentService/GetAgentVersion";
+        for viewer in [
+            version,
+            "/wendy.agent.services.v2.WendyDeviceInfoService/GetDeviceInfo",
+            "/wendy.agent.services.v2.WendyDeviceInfoService/ListHardwareCapabilities",
+            "/wendy.agent.services.v1.WendyAgentService/ListHardwareCapabilities",
+            "/wendy.agent.services.v1.WendyProvisioningService/IsProvisioned",
+            "/wendy.agent.services.v2.WendyProvisioningService/IsProvisioned",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert_eq!(required_role(viewer), Some(Role::Viewer), "{viewer}");
+        }
+        for admin in [unprov, "/wendy.agent.services.v2.WendyProvisioningService/StartProvisioning"] {
+            assert_eq!(required_role(admin), Some(Role::Admin), "{admin}");
+        }
+        assert_eq!(required_role("/wendy.agent.services.v1.WendyProvisioningService/Unprovision"), None);
+        assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateOS"), None);
         assert!(check(version, Some(&peer(Some(Role::Viewer)))).is_ok());
         let e = check(unprov, Some(&peer(Some(Role::Viewer)))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);

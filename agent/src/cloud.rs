@@ -27,8 +27,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Security<'a> {
     /// TLS pinning pki-core's CA, optionally presenting device credentials.
     Pinned {
-        /// The pinned CA fingerprint.
-        ca: Fingerprint,
+        /// The accepted CA fingerprints (pki-core must chain to one).
+        pins: Vec<Fingerprint>,
         /// Device credentials for mTLS.
         client: Option<&'a Credentials>,
     },
@@ -45,6 +45,16 @@ pub enum ChannelError {
     /// The TLS client config could not be built.
     #[error(transparent)]
     Tls(#[from] wendy_identity::Error),
+    /// pki-core answered, but its certificate does not chain to a trusted CA.
+    #[error("pki-core at {host} is not trusted: its certificate does not chain to the CA {pins} ({reason})")]
+    Untrusted {
+        /// The address.
+        host: String,
+        /// The accepted fingerprints.
+        pins: String,
+        /// The TLS error.
+        reason: String,
+    },
     /// Connecting failed (TCP, TLS, HTTP/2).
     #[error("could not reach pki-core at {host}: {reason}")]
     Connect {
@@ -92,10 +102,12 @@ pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel
         .map_err(|_| ChannelError::BadHost(host.clone()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
+    let mut pinned = String::new();
     let result = match security {
         Security::Plaintext => endpoint.connect().await,
-        Security::Pinned { ca, client } => {
-            let verifier = Arc::new(PinnedCaServerVerifier::new(ca, Some(wendy_identity::PKICORE_SERVER_NAME)));
+        Security::Pinned { pins, client } => {
+            pinned = pins.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
+            let verifier = Arc::new(PinnedCaServerVerifier::any_of(pins, Some(wendy_identity::PKICORE_SERVER_NAME)));
             let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(verifier, client)?));
             endpoint
                 .connect_with_connector(tower::service_fn(move |uri: Uri| {
@@ -115,7 +127,28 @@ pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel
                 .await
         }
     };
-    result.map_err(|e| ChannelError::Connect { host, reason: error_chain(&e) })
+    result.map_err(|e| {
+        if is_certificate_error(&e) {
+            ChannelError::Untrusted { host, pins: pinned, reason: error_chain(&e) }
+        } else {
+            ChannelError::Connect { host, reason: error_chain(&e) }
+        }
+    })
+}
+
+/// Whether `e` failed because the server's certificate was refused.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let tls = err
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// The certificate service client on `channel`, with the message limit.
@@ -150,27 +183,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// A readable message for a failed pki-core call: the status message plus
 /// the `CertificateError` pki-core attaches, if any.
 pub fn describe_status(status: &tonic::Status) -> String {
-    use prost_decode::decode_certificate_error;
     let mut msg = format!("{:?}: {}", status.code(), status.message());
-    if let Some(detail) = decode_certificate_error(status) {
-        msg.push_str(&format!(" ({detail})"));
+    if let Some(detail) = wendy_proto::refusal::from_status(status) {
+        msg.push_str(&format!(" ({})", wendy_proto::refusal::describe(&detail)));
     }
     msg
-}
-
-mod prost_decode {
-    use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
-    use wendy_proto::CERTIFICATE_ERROR_METADATA_KEY;
-
-    pub(super) fn decode_certificate_error(status: &tonic::Status) -> Option<String> {
-        let value = status.metadata().get_bin(CERTIFICATE_ERROR_METADATA_KEY)?;
-        let bytes = value.to_bytes().ok()?;
-        let err = <CertificateError as prost::Message>::decode(bytes.as_ref()).ok()?;
-        let code = CertificateErrorCode::try_from(err.code)
-            .map(|c| c.as_str_name().to_owned())
-            .unwrap_or_else(|_| err.code.to_string());
-        Some(format!("{code}: {}", err.message))
-    }
 }
 
 #[cfg(test)]

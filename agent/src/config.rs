@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wendy_identity::key::KeyAlgorithm;
 use wendy_proto::contract::{mtls_port, AGENT_PORT_ENV, DEFAULT_AGENT_PORT};
 
 use crate::Error;
@@ -33,6 +34,14 @@ pub const DEFAULT_DEVICE_TYPE_FILE: &str = "/etc/wendyos/device-type";
 pub const CRL_REFRESH_ENV: &str = "WENDY_CRL_REFRESH_SECS";
 /// Address to bind (default `0.0.0.0`).
 pub const BIND_ADDRESS_ENV: &str = "WENDY_AGENT_BIND";
+/// The enrolment CA bundle baked into the image (the last of the three
+/// enrolment trust anchors, see [`crate::anchor`]).
+pub const ENROLLMENT_CA_FILE_ENV: &str = "WENDY_ENROLLMENT_CA_FILE";
+/// Default of [`ENROLLMENT_CA_FILE_ENV`].
+pub const DEFAULT_ENROLLMENT_CA_FILE: &str = "/etc/wendy/enrollment-ca.pem";
+/// The device key algorithm (`ml-dsa-65`, the default, or `ecdsa-p256` as
+/// published WendyOS agents use).
+pub const DEVICE_KEY_ALGORITHM_ENV: &str = "WENDY_DEVICE_KEY_ALGORITHM";
 
 /// The agent's configuration.
 #[derive(Clone, Debug)]
@@ -53,6 +62,10 @@ pub struct Config {
     pub device_type_file: PathBuf,
     /// Period of CRL refreshes.
     pub crl_refresh: Duration,
+    /// `/etc/wendy/enrollment-ca.pem`.
+    pub enrollment_ca_file: PathBuf,
+    /// The algorithm of device keys made at enrolment and renewal.
+    pub device_key_algorithm: KeyAlgorithm,
 }
 
 impl Config {
@@ -86,6 +99,17 @@ impl Config {
                 .parse()
                 .map_err(|_| Error::Config(format!("{BIND_ADDRESS_ENV}={v:?}: expected an IP address")))?,
         };
+        let device_key_algorithm = match lookup(DEVICE_KEY_ALGORITHM_ENV).filter(|v| !v.is_empty()) {
+            None => KeyAlgorithm::MlDsa65,
+            Some(v) => match v.parse::<KeyAlgorithm>() {
+                Ok(a @ (KeyAlgorithm::MlDsa65 | KeyAlgorithm::EcdsaP256)) => a,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{DEVICE_KEY_ALGORITHM_ENV}={v:?}: expected ml-dsa-65 or ecdsa-p256"
+                    )))
+                }
+            },
+        };
         Ok(Self {
             bind,
             port,
@@ -95,6 +119,8 @@ impl Config {
             os_version_file: path(OS_VERSION_FILE_ENV, DEFAULT_OS_VERSION_FILE),
             device_type_file: path(DEVICE_TYPE_FILE_ENV, DEFAULT_DEVICE_TYPE_FILE),
             crl_refresh,
+            enrollment_ca_file: path(ENROLLMENT_CA_FILE_ENV, DEFAULT_ENROLLMENT_CA_FILE),
+            device_key_algorithm,
         })
     }
 

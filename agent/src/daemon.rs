@@ -23,12 +23,18 @@ use wendy_identity::bundle::TrustBundle;
 use wendy_identity::tls::{Credentials, WendyClientVerifier};
 use wendy_proto::agent::wendy_agent_service_server::WendyAgentServiceServer;
 use wendy_proto::agent::wendy_provisioning_service_server::WendyProvisioningServiceServer;
-use wendy_proto::agent::{GetAgentVersionResponse, IsProvisionedResponse, StartProvisioningRequest};
+use wendy_proto::agent::{IsProvisionedResponse, StartProvisioningRequest};
+use wendy_proto::agent_admin::device_admin_service_server::DeviceAdminServiceServer;
+use wendy_proto::agent_v2::wendy_device_info_service_server::WendyDeviceInfoServiceServer;
+use wendy_proto::agent_v2::wendy_provisioning_service_server::WendyProvisioningServiceServer as ProvisioningV2Server;
 use wendy_proto::MAX_MESSAGE_BYTES;
 
 use crate::avahi::{Advertisement, Advertiser};
 use crate::config::Config;
-use crate::service::{AgentService, ProvisioningService};
+use crate::device_admin::DeviceAdmin;
+use crate::device_info::DeviceInfo;
+use crate::provisioning::ProvisioningService;
+use crate::sysinfo::{DeviceFacts, Sources};
 use crate::state::{self, Loaded, Provisioning};
 use crate::tls::SwappableCert;
 use crate::{crash, enroll, firstboot, maintain, systemd, Error};
@@ -184,13 +190,18 @@ impl Daemon {
         self.identity.read().ok().and_then(|g| g.clone())
     }
 
-    /// `GetAgentVersion`.
-    pub fn version(&self) -> GetAgentVersionResponse {
+    /// Where the device facts are read from.
+    pub fn sources(&self) -> Sources {
+        Sources::system(&self.config.os_version_file, &self.config.device_type_file)
+    }
+
+    /// What `GetAgentVersion` and `GetDeviceInfo` report.
+    pub fn facts(&self) -> DeviceFacts {
         let public_key = self.identity().and_then(|i| {
             let p = i.current();
             wendy_identity::key::PrivateKey::from_pem(&p.key_pem).ok().map(|k| k.public_key_pem())
         });
-        crate::sysinfo::version(&self.config.os_version_file, &self.config.device_type_file, public_key)
+        DeviceFacts::read(&self.sources(), public_key)
     }
 
     /// `IsProvisioned`.
@@ -224,7 +235,12 @@ impl Daemon {
         }
         let req = enroll::validate(&request)?;
         tracing::info!(org = req.organization_id, asset = req.asset_id, cloud_host = %req.cloud_host, "provisioning");
-        let p = enroll::enroll(&req).await.inspect_err(|e| tracing::warn!(error = %e, "provisioning failed"))?;
+        let p = async {
+            let trust = enroll::trust(&req, &self.config)?;
+            enroll::enroll(&req, &trust, self.config.device_key_algorithm).await
+        }
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "provisioning failed"))?;
         let credentials = enroll::check_identity(&p, None)
             .map_err(|e| tonic::Status::failed_precondition(format!("pki-core returned an unusable identity: {e}")))?;
         state::store(&self.config.config_dir, &p).map_err(|e| {
@@ -321,9 +337,8 @@ impl Daemon {
         self.advertiser.withdraw();
     }
 
-    fn services(&self) -> (AgentService, ProvisioningService) {
-        let me = self.me.upgrade().expect("the daemon outlives its servers");
-        (AgentService::new(me.clone()), ProvisioningService::new(me))
+    fn me(&self) -> Result<Arc<Daemon>, Error> {
+        self.me.upgrade().ok_or(Error::Config("the agent is shutting down".into()))
     }
 
     async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
@@ -333,15 +348,11 @@ impl Daemon {
 
     async fn start_plaintext(&self) -> Result<RunningServer, Error> {
         let listener = self.bind(self.config.port).await?;
-        let (agent, prov) = self.services();
+        let me = self.me()?;
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
-        health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
+        let services = Services::new(&me, &health_reporter).await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = Server::builder()
-            .add_service(health)
-            .add_service(limit_agent(agent))
-            .add_service(limit_prov(prov));
+        let router = services.published(Server::builder().add_service(health));
         let (incoming, accept, guard) = crate::tls::tcp_accept_loop(listener);
         let port = self.config.port;
         let join = tokio::spawn(async move {
@@ -369,17 +380,15 @@ impl Daemon {
         let identity = Arc::new(Identity { provisioning: RwLock::new(p), cert, verifier });
         maintain::apply_stored_crl(&identity, &self.config.crl_file());
         let listener = self.bind(self.config.mtls_port()).await?;
+        let me = self.me()?;
         let (incoming, accept, guard) = crate::tls::accept_loop(listener, config);
-        let (agent, prov) = self.services();
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
-        health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
+        let services = Services::new(&me, &health_reporter).await;
+        health_reporter.set_serving::<DeviceAdminServiceServer<DeviceAdmin>>().await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = Server::builder()
-            .layer(crate::authz::RoleLayer)
-            .add_service(health)
-            .add_service(limit_agent(agent))
-            .add_service(limit_prov(prov));
+        let router = services
+            .published(Server::builder().layer(crate::authz::RoleLayer).add_service(health))
+            .add_service(limit!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {
             let _keep = health_reporter;
@@ -411,14 +420,36 @@ impl Daemon {
     }
 }
 
-fn limit_agent(s: AgentService) -> WendyAgentServiceServer<AgentService> {
-    WendyAgentServiceServer::new(s)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+/// Sets both message-size limits of a generated server to [`MAX_MESSAGE_BYTES`].
+macro_rules! limit {
+    ($server:expr) => {
+        $server.max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    };
+}
+use limit;
+
+/// The published services both ports serve (v1 and v2 side by side).
+struct Services {
+    info: DeviceInfo,
+    provisioning: ProvisioningService,
 }
 
-fn limit_prov(s: ProvisioningService) -> WendyProvisioningServiceServer<ProvisioningService> {
-    WendyProvisioningServiceServer::new(s)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+impl Services {
+    /// The services over `daemon`, each reported SERVING to `health`.
+    async fn new(daemon: &Arc<Daemon>, health: &tonic_health::server::HealthReporter) -> Self {
+        health.set_serving::<WendyAgentServiceServer<DeviceInfo>>().await;
+        health.set_serving::<WendyDeviceInfoServiceServer<DeviceInfo>>().await;
+        health.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
+        health.set_serving::<ProvisioningV2Server<ProvisioningService>>().await;
+        Self { info: DeviceInfo::new(daemon.clone()), provisioning: ProvisioningService::new(daemon.clone()) }
+    }
+
+    /// Adds them to `router`, each with the message-size limits.
+    fn published<L>(self, router: tonic::transport::server::Router<L>) -> tonic::transport::server::Router<L> {
+        router
+            .add_service(limit!(WendyAgentServiceServer::new(self.info.clone())))
+            .add_service(limit!(WendyDeviceInfoServiceServer::new(self.info)))
+            .add_service(limit!(WendyProvisioningServiceServer::new(self.provisioning.clone())))
+            .add_service(limit!(ProvisioningV2Server::new(self.provisioning)))
+    }
 }

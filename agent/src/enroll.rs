@@ -3,12 +3,14 @@
 
 use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::key::{KeyAlgorithm, PrivateKey};
+use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
 use wendy_identity::profile::device_common_name;
 use wendy_identity::tls::Credentials;
 use wendy_identity::verify::CertificateInfo;
 use wendy_proto::agent::StartProvisioningRequest;
 use wendy_proto::cloud::{IssueCertificateRequest, RefreshCertificateRequest};
 
+use crate::anchor::{Anchor, AnchorError};
 use crate::cloud::{self, Security};
 use crate::crash;
 use crate::state::Provisioning;
@@ -29,8 +31,10 @@ pub struct Request {
     pub cloud_host: String,
     /// The one-time token. Never logged.
     token: String,
-    /// The pinned pki-core CA, or `None` for explicit plaintext enrolment.
-    pub ca: Option<Fingerprint>,
+    /// The request's `ca_fingerprint` (checked), empty if none was sent.
+    pub ca_fingerprint: String,
+    /// Whether the client asked for plaintext enrolment.
+    pub allow_plaintext: bool,
     /// The device name for the advertisement, if given.
     pub device_name: Option<String>,
 }
@@ -41,7 +45,8 @@ impl std::fmt::Debug for Request {
             .field("organization_id", &self.organization_id)
             .field("asset_id", &self.asset_id)
             .field("cloud_host", &self.cloud_host)
-            .field("ca", &self.ca)
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("allow_plaintext", &self.allow_plaintext)
             .field("device_name", &self.device_name)
             .finish_non_exhaustive()
     }
@@ -53,12 +58,18 @@ pub enum EnrollError {
     /// A request field is invalid.
     #[error("invalid StartProvisioning request: {0}")]
     Invalid(String),
+    /// The device has no trust anchor for pki-core, or a bad one.
+    #[error(transparent)]
+    NoAnchor(#[from] AnchorError),
     /// pki-core could not be reached (network, TLS, pin mismatch).
     #[error(transparent)]
     Unreachable(#[from] cloud::ChannelError),
     /// pki-core refused the request.
-    #[error("pki-core refused IssueCertificate: {0}")]
-    Refused(String, tonic::Code),
+    #[error("pki-core refused the certificate: {}", wendy_proto::refusal::describe(.0))]
+    Refused(CertificateError),
+    /// pki-core failed without saying why (a gRPC status without detail).
+    #[error("pki-core failed: {0}")]
+    Failed(String),
     /// pki-core answered with something unusable.
     #[error("pki-core returned an unusable certificate: {0}")]
     BadResponse(String),
@@ -67,24 +78,43 @@ pub enum EnrollError {
     Local(#[from] wendy_identity::Error),
 }
 
+impl EnrollError {
+    /// pki-core's answer to a failed call: the `CertificateError` it
+    /// carries, else the bare status.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        match wendy_proto::refusal::from_status(status) {
+            Some(e) => Self::Refused(e),
+            None => Self::Failed(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
 impl From<EnrollError> for tonic::Status {
+    /// A refusal by pki-core is FAILED_PRECONDITION with pki-core's
+    /// `CertificateError` forwarded ([`wendy_proto::refusal`]).
     fn from(e: EnrollError) -> Self {
         let msg = e.to_string();
         match e {
             EnrollError::Invalid(_) => tonic::Status::invalid_argument(msg),
+            EnrollError::NoAnchor(AnchorError::BadFingerprint { .. }) => tonic::Status::invalid_argument(msg),
+            EnrollError::NoAnchor(_) => tonic::Status::failed_precondition(msg),
             EnrollError::Unreachable(cloud::ChannelError::BadHost(_)) => tonic::Status::invalid_argument(msg),
-            EnrollError::Unreachable(_) => tonic::Status::unavailable(msg),
-            EnrollError::Refused(_, code) => {
-                let code = match code {
-                    tonic::Code::Ok | tonic::Code::Unknown => tonic::Code::FailedPrecondition,
-                    c => c,
-                };
-                tonic::Status::new(code, msg)
+            EnrollError::Unreachable(cloud::ChannelError::Untrusted { .. }) => tonic::Status::failed_precondition(msg),
+            EnrollError::Unreachable(_) | EnrollError::Failed(_) => tonic::Status::unavailable(msg),
+            EnrollError::Refused(error) => {
+                let forwarded = CertificateError { message: msg, ..error };
+                wendy_proto::refusal::status(tonic::Code::FailedPrecondition, &forwarded)
             }
             EnrollError::BadResponse(_) => tonic::Status::failed_precondition(msg),
             EnrollError::Local(_) => tonic::Status::internal(msg),
         }
     }
+}
+
+/// Whether a refusal means the enrolment token is spent or bad (the retry
+/// needs a new one), as opposed to a transient failure.
+pub fn is_token_refusal(e: &EnrollError) -> bool {
+    matches!(e, EnrollError::Refused(c) if wendy_proto::refusal::code(c) == CertificateErrorCode::CertificateErrorInvalidEnrollmentToken)
 }
 
 /// Checks every field of `req`.
@@ -107,17 +137,10 @@ pub fn validate(req: &StartProvisioningRequest) -> Result<Request, EnrollError> 
         return invalid("cloud_host is empty".into());
     }
     let cloud_host = cloud::normalize_host(&req.cloud_host).map_err(|e| EnrollError::Invalid(e.to_string()))?;
-    let ca = match (req.ca_fingerprint.trim(), req.allow_plaintext_enrollment) {
-        ("", false) => {
-            return invalid(
-                "ca_fingerprint is empty: give the pki-core CA fingerprint (64 hex digits), \
-                 or set allow_plaintext_enrollment for plaintext compatibility enrolment"
-                    .into(),
-            )
-        }
-        ("", true) => None,
-        (fp, _) => Some(fp.parse::<Fingerprint>().map_err(|e| EnrollError::Invalid(format!("ca_fingerprint: {e}")))?),
-    };
+    let ca_fingerprint = req.ca_fingerprint.trim();
+    if !ca_fingerprint.is_empty() {
+        ca_fingerprint.parse::<Fingerprint>().map_err(|e| EnrollError::Invalid(format!("ca_fingerprint: {e}")))?;
+    }
     let name = req.device_name.trim();
     let device_name = if name.is_empty() {
         None
@@ -131,32 +154,55 @@ pub fn validate(req: &StartProvisioningRequest) -> Result<Request, EnrollError> 
         asset_id: req.asset_id,
         cloud_host,
         token: token.to_owned(),
-        ca,
+        ca_fingerprint: ca_fingerprint.to_owned(),
+        allow_plaintext: req.allow_plaintext_enrollment,
         device_name,
     })
 }
 
+/// How the device will talk to pki-core for this request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// TLS to a pki-core chaining to the anchor.
+    Pinned(Anchor),
+    /// Plaintext (explicit compatibility option, no anchor).
+    Plaintext,
+}
+
+/// The trust for `req`: its own fingerprint, else the stored anchors, else
+/// plaintext if (and only if) the request asked for it.
+pub fn trust(req: &Request, config: &crate::config::Config) -> Result<Trust, EnrollError> {
+    if req.ca_fingerprint.is_empty() && req.allow_plaintext {
+        return Ok(Trust::Plaintext);
+    }
+    Ok(Trust::Pinned(crate::anchor::resolve(&req.ca_fingerprint, config)?))
+}
+
 /// Makes the device key and CSR, calls `IssueCertificate`, and returns the
 /// identity to store. Nothing is written here.
-pub async fn enroll(req: &Request) -> Result<Provisioning, EnrollError> {
-    let key = PrivateKey::generate(KeyAlgorithm::MlDsa65)?;
+pub async fn enroll(req: &Request, trust: &Trust, algorithm: KeyAlgorithm) -> Result<Provisioning, EnrollError> {
+    let key = PrivateKey::generate(algorithm)?;
     crash::point("after-keygen");
     let cn = device_common_name(req.organization_id, req.asset_id);
     let csr = wendy_identity::csr::build(&key, &cn)?;
-    let security = match req.ca {
-        Some(ca) => Security::Pinned { ca, client: None },
-        None => {
+    let security = match trust {
+        Trust::Pinned(anchor) => {
+            tracing::info!(anchor = %anchor.source, "verifying pki-core against the enrolment trust anchor");
+            Security::Pinned { pins: anchor.pins.clone(), client: None }
+        }
+        Trust::Plaintext => {
             tracing::warn!(cloud_host = %req.cloud_host, "enrolling over PLAINTEXT (allow_plaintext_enrollment)");
             Security::Plaintext
         }
     };
     let channel = cloud::connect(&req.cloud_host, security).await?;
-    let response = cloud::certificates(channel)
+    let cert = cloud::certificates(channel)
         .issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: req.token.clone() })
         .await
-        .map_err(|s| EnrollError::Refused(cloud::describe_status(&s), s.code()))?
-        .into_inner();
-    let cert = response.certificate.ok_or_else(|| EnrollError::BadResponse("no certificate in the response".into()))?;
+        .map_err(|s| EnrollError::from_status(&s))?
+        .into_inner()
+        .into_result()
+        .map_err(EnrollError::Refused)?;
     crash::point("after-issue");
     let p = Provisioning {
         enrolled: true,
@@ -204,18 +250,22 @@ pub fn chain_pin(p: &Provisioning) -> Result<Fingerprint, wendy_identity::Error>
 
 /// Renews the device certificate with `RefreshCertificate` over mTLS: a new
 /// key, a new CSR, the same subject. Returns the identity to store.
+///
+/// The new key has the algorithm of the current one.
 pub async fn refresh(current: &Provisioning, credentials: &Credentials) -> Result<Provisioning, EnrollError> {
-    let key = PrivateKey::generate(KeyAlgorithm::MlDsa65)?;
+    let key = PrivateKey::generate(PrivateKey::from_pem(&current.key_pem)?.algorithm())?;
     let cn = device_common_name(current.org_id, current.asset_id);
     let csr = wendy_identity::csr::build(&key, &cn)?;
     let pin = chain_pin(current)?;
-    let channel = cloud::connect(&current.cloud_host, Security::Pinned { ca: pin, client: Some(credentials) }).await?;
-    let response = cloud::certificates(channel)
+    let channel =
+        cloud::connect(&current.cloud_host, Security::Pinned { pins: vec![pin], client: Some(credentials) }).await?;
+    let cert = cloud::certificates(channel)
         .refresh_certificate(RefreshCertificateRequest { pem_csr: csr })
         .await
-        .map_err(|s| EnrollError::Refused(cloud::describe_status(&s), s.code()))?
-        .into_inner();
-    let cert = response.certificate.ok_or_else(|| EnrollError::BadResponse("no certificate in the response".into()))?;
+        .map_err(|s| EnrollError::from_status(&s))?
+        .into_inner()
+        .into_result()
+        .map_err(EnrollError::Refused)?;
     let chain_pem = if cert.pem_certificate_chain.trim().is_empty() {
         current.chain_pem.clone()
     } else {
@@ -261,7 +311,6 @@ mod tests {
             (|r| r.enrollment_token = "x".repeat(5000), "enrollment_token"),
             (|r| r.cloud_host = "".into(), "cloud_host"),
             (|r| r.cloud_host = "a b".into(), "invalid cloud host"),
-            (|r| r.ca_fingerprint = "".into(), "ca_fingerprint is empty"),
             (|r| r.ca_fingerprint = "zz".into(), "ca_fingerprint"),
             (|r| r.device_name = "x\ny".into(), "device_name"),
         ];
@@ -274,8 +323,10 @@ mod tests {
         }
         let mut r = good();
         r.ca_fingerprint.clear();
+        assert!(validate(&r).is_ok(), "a stock request (fields 1-4) is valid");
         r.allow_plaintext_enrollment = true;
-        assert!(validate(&r).unwrap().ca.is_none());
+        let config = crate::config::Config::from_lookup(|_| None).unwrap();
+        assert_eq!(trust(&validate(&r).unwrap(), &config).unwrap(), Trust::Plaintext);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
                 store_name(config_dir, &name)?;
                 tracing::info!(name, "device name from wendy.conf");
             }
+            if let Some(fp) = crate::anchor::import_from_conf(&text, config_dir)? {
+                tracing::info!(ca_fingerprint = %fp, "enrolment trust anchor from wendy.conf");
+            }
             if credential_pending {
                 return Ok(());
             }
@@ -87,8 +90,15 @@ fn mark_imported(path: &Path) -> Result<(), Error> {
     std::fs::rename(path, &to).map_err(|e| Error::io("rename", path, e))
 }
 
-/// `key` in `[section]` of an INI text (`;`/`#` comments, trimmed values).
+/// `key` in `[section]` of an INI text, cleaned for use as a name: control
+/// characters dropped, at most 63 characters.
 pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    ini_raw(text, section, key).map(|v| v.chars().filter(|c| !c.is_control()).take(63).collect())
+}
+
+/// `key` in `[section]` of an INI text (`;`/`#` comments, trimmed values,
+/// surrounding quotes removed), if present and not empty.
+pub fn ini_raw<'a>(text: &'a str, section: &str, key: &str) -> Option<&'a str> {
     let mut in_section = false;
     for line in text.lines() {
         let line = line.trim();
@@ -103,7 +113,7 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
             if let Some((k, v)) = line.split_once('=') {
                 if k.trim().eq_ignore_ascii_case(key) {
                     let v = v.trim().trim_matches('"');
-                    return (!v.is_empty()).then(|| v.chars().filter(|c| !c.is_control()).take(63).collect());
+                    return (!v.is_empty()).then_some(v);
                 }
             }
         }

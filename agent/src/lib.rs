@@ -13,18 +13,22 @@
 //! - [`cloud`]: gRPC channels to pki-core over pinned TLS;
 //! - [`tls`]: the mTLS listener, hot-swappable server certificate;
 //! - [`authz`]: the role → RPC table and the layer enforcing it;
-//! - [`service`]: the gRPC services;
+//! - [`provisioning`]: the published provisioning service, v1 and v2;
+//! - [`device_info`]: the published agent (v1) and device-info (v2) services;
+//! - [`device_admin`]: our own `Unprovision` (package `wendyos.agent.v1`);
+//! - [`anchor`]: the enrolment trust anchor for a stock `StartProvisioning`;
 //! - [`daemon`]: the unprovisioned ⇄ provisioned lifecycle;
 //! - [`maintain`]: certificate renewal and CRL refresh;
 //! - [`avahi`]: the mDNS advertisement (service file + D-Bus confirmation);
 //! - [`systemd`]: sd_notify, watchdog, journald logging;
 //! - [`firstboot`]: importing the config-partition seed;
 //! - [`credential_seed`]: importing an operator-provisioned credential;
-//! - [`sysinfo`]: what `GetAgentVersion` reports;
+//! - [`sysinfo`]: what `GetAgentVersion` and `GetDeviceInfo` report;
 //! - [`crash`]: test-only crash injection.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod anchor;
 pub mod authz;
 pub mod avahi;
 pub mod cloud;
@@ -32,11 +36,13 @@ pub mod config;
 pub mod crash;
 pub mod credential_seed;
 pub mod daemon;
+pub mod device_admin;
+pub mod device_info;
 pub mod enroll;
 mod error;
 pub mod firstboot;
 pub mod maintain;
-pub mod service;
+pub mod provisioning;
 pub mod state;
 pub mod sysinfo;
 pub mod systemd;

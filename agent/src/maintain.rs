@@ -95,7 +95,7 @@ async fn fetch(identity: &Identity) -> Result<String, String> {
     let p = identity.current();
     let credentials = enroll::check_identity(&p, None).map_err(|e| e.to_string())?;
     let pin = enroll::chain_pin(&p).map_err(|e| e.to_string())?;
-    let channel = cloud::connect(&p.cloud_host, Security::Pinned { ca: pin, client: Some(&credentials) })
+    let channel = cloud::connect(&p.cloud_host, Security::Pinned { pins: vec![pin], client: Some(&credentials) })
         .await
         .map_err(|e| e.to_string())?;
     let response = cloud::crls(channel)

@@ -21,7 +21,7 @@ use crate::config::{self, Config, Store, CA_FILE, CERT_FILE, CONFIG_FILE, KEY_FI
 use crate::error::{CliError, Hints};
 
 /// Lifetime of the user enrolment token minted during login.
-const USER_TOKEN_TTL_SECONDS: i64 = 300;
+const USER_TOKEN_TTL_SECONDS: i32 = 300;
 
 /// Options of `wendy auth login-local`.
 #[derive(Debug)]
@@ -186,12 +186,8 @@ pub async fn login_local(store: &Store, opts: LoginOptions) -> Result<AuthStatus
         .await
         .map_err(|s| CliError::from_status("pki-core refused to issue the user certificate", &s, &hints))?
         .into_inner()
-        .certificate
-        .ok_or_else(|| CliError::Remote {
-            context: "issuing the user certificate".into(),
-            message: "pki-core answered without a certificate".into(),
-            hint: None,
-        })?;
+        .into_result()
+        .map_err(|e| CliError::from_refusal("pki-core refused to issue the user certificate", &e, &hints))?;
     let bundle = ca_bundle(&mut client).await?;
     let config =
         Config { cloud_host: addr.to_string(), ca_fingerprint: pin.to_string(), organization_id: opts.organization_id };
@@ -226,21 +222,15 @@ pub async fn refresh(store: &Store) -> Result<AuthStatus, CliError> {
         .map_err(|e: wendy_identity::Error| CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() })?;
     let mut client = cloud::connect(&addr, pin, Some(&login.credentials)).await?;
     let (key, csr_pem) = new_key_and_csr()?;
-    let hints = Hints {
-        auth: Some("run `wendy auth login-local` to get a new certificate".into()),
-        permission: None,
-    };
+    let hints =
+        Hints { auth: Some("run `wendy auth login-local` to get a new certificate".into()), ..Default::default() };
     let cert = client
         .refresh_certificate(RefreshCertificateRequest { pem_csr: csr_pem })
         .await
         .map_err(|s| CliError::from_status("pki-core refused to refresh the certificate", &s, &hints))?
         .into_inner()
-        .certificate
-        .ok_or_else(|| CliError::Remote {
-            context: "refreshing the certificate".into(),
-            message: "pki-core answered without a certificate".into(),
-            hint: None,
-        })?;
+        .into_result()
+        .map_err(|e| CliError::from_refusal("pki-core refused to refresh the certificate", &e, &hints))?;
     let bundle = ca_bundle(&mut client).await.unwrap_or_else(|_| login.ca_pem.clone());
     let info = store_login(store, &key, &cert.pem_certificate, &cert.pem_certificate_chain, &bundle, &login.config)?;
     Ok(AuthStatus::new(store, &login.config, &info))

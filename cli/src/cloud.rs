@@ -186,6 +186,7 @@ pub fn api_key_hints() -> crate::error::Hints {
     crate::error::Hints {
         auth: Some("check --api-key (or WENDY_API_KEY); `pkicore serve all --dev` uses the dev key".into()),
         permission: Some("this API key's role is too low for that; use a key with a higher role".into()),
+        unavailable: None,
     }
 }
 

@@ -16,8 +16,10 @@ use wendy_identity::tls::{client_config, BundleServerVerifier};
 use wendy_proto::agent::is_provisioned_response::Response as Provisioned;
 use wendy_proto::agent::wendy_agent_service_client::WendyAgentServiceClient;
 use wendy_proto::agent::wendy_provisioning_service_client::WendyProvisioningServiceClient;
+use wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient;
+use wendy_proto::agent_admin::UnprovisionRequest;
 use wendy_proto::agent::{
-    GetAgentVersionRequest, GetAgentVersionResponse, IsProvisionedRequest, StartProvisioningRequest, UnprovisionRequest,
+    GetAgentVersionRequest, GetAgentVersionResponse, IsProvisionedRequest, StartProvisioningRequest,
 };
 use wendy_proto::cloud::CreateAssetEnrollmentTokenRequest;
 use wendy_proto::contract::{mtls_port, DEFAULT_AGENT_PORT, DEFAULT_PKICORE_PORT};
@@ -31,7 +33,7 @@ use crate::discover::{self, Found};
 use crate::error::{CliError, Hints};
 
 /// Lifetime of the asset enrolment token minted for provisioning.
-const ASSET_TOKEN_TTL_SECONDS: i64 = 600;
+const ASSET_TOKEN_TTL_SECONDS: i32 = 600;
 
 /// How a device was reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -225,6 +227,7 @@ fn device_hints(conn: &Connection) -> Hints {
         permission: Some(format!(
             "your certificate's role is {role}; ask an Owner, or log in again with `wendy auth login-local --role Admin` using an API key that allows it"
         )),
+        unavailable: None,
     }
 }
 
@@ -256,10 +259,10 @@ impl VersionReport {
             address: conn.addr.to_string(),
             mode: conn.mode,
             version: c(v.version),
-            os_version: c(v.os_version),
+            os_version: c(v.os_version.unwrap_or_default()),
             os: c(v.os),
             cpu_architecture: c(v.cpu_architecture),
-            device_type: c(v.device_type),
+            device_type: c(v.device_type.unwrap_or_default()),
             featureset: v.featureset.into_iter().map(c).collect(),
         }
     }
@@ -389,7 +392,7 @@ pub async fn unenroll(store: &Store, target: &Target) -> Result<UnenrollReport, 
             hint: Some("provision it with `wendy device provision`".into()),
         });
     }
-    conn.provisioning()
+    DeviceAdminServiceClient::new(conn.channel.clone())
         .unprovision(UnprovisionRequest {})
         .await
         .map_err(|s| CliError::from_status(format!("unenrolling the device at {}", conn.addr), &s, &device_hints(&conn)))?;
@@ -539,8 +542,10 @@ pub async fn provision(store: &Store, target: &Target, opts: ProvisionOptions) -
                 format!("the device at {base} could not provision itself"),
                 &s,
                 &Hints {
-                    auth: Some(format!("can the device reach pki-core at {device_cloud}? `--cloud` must be an address the device can reach")),
-                    permission: None,
+                    unavailable: Some(format!(
+                        "can the device reach pki-core at {device_cloud}? `--cloud` must be an address the device can reach"
+                    )),
+                    ..Default::default()
                 },
             )
         })?;

@@ -7,9 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use prost::Message;
 use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
-use wendy_proto::CERTIFICATE_ERROR_METADATA_KEY;
 
 /// The process exit codes `wendy` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,51 +207,16 @@ impl CliError {
     }
 
     /// Maps a failed gRPC call to an error. `context` says what we were
-    /// doing; `hints` supplies role-specific advice.
+    /// doing; `hints` supplies role-specific advice. A `CertificateError`
+    /// the status carries ([`wendy_proto::refusal`]) says more than the code.
     pub fn from_status(context: impl fmt::Display, status: &tonic::Status, hints: &Hints) -> Self {
         let context = context.to_string();
-        let detail = certificate_error(status);
-        let message = match &detail {
-            Some(d) if !d.message.is_empty() => d.message.clone(),
-            _ if !status.message().is_empty() => status.message().to_owned(),
-            _ => format!("{:?}", status.code()),
-        };
-        let message = sanitize(&message);
-        // The gRPC code says "who are you?" apart from "no": the published
-        // CertificateErrorCode has no "unauthenticated", so it wins.
-        if status.code() == tonic::Code::Unauthenticated && detail.is_some() {
-            let hint = match detail.as_ref().map(|d| d.code) {
-                Some(c) if c == CertificateErrorCode::InvalidToken as i32 => {
-                    Some("enrolment tokens are single-use and short-lived; run the command again".into())
-                }
-                _ => hints.auth.clone(),
-            };
-            return Self::Unauthenticated { context, message, hint };
-        }
-        if let Some(d) = &detail {
-            match CertificateErrorCode::try_from(d.code).unwrap_or(CertificateErrorCode::Unspecified) {
-                CertificateErrorCode::PermissionDenied => {
-                    return Self::PermissionDenied { context, message, hint: hints.permission.clone() }
-                }
-                CertificateErrorCode::InvalidToken
-                | CertificateErrorCode::TokenExpired
-                | CertificateErrorCode::TokenAlreadyUsed => {
-                    return Self::Unauthenticated {
-                        context,
-                        message,
-                        hint: Some("enrolment tokens are single-use and short-lived; run the command again".into()),
-                    }
-                }
-                CertificateErrorCode::CertificateRevoked | CertificateErrorCode::CertificateExpired => {
-                    return Self::Unauthenticated {
-                        context,
-                        message,
-                        hint: Some("run `wendy auth login-local` to get a new CLI certificate".into()),
-                    }
-                }
-                _ => {}
+        if let Some(detail) = wendy_proto::refusal::from_status(status) {
+            if let Some(e) = Self::refusal(&context, status.code(), &detail, hints) {
+                return e;
             }
         }
+        let message = if status.message().is_empty() { format!("{:?}", status.code()) } else { sanitize(status.message()) };
         match status.code() {
             tonic::Code::Unauthenticated => Self::Unauthenticated { context, message, hint: hints.auth.clone() },
             tonic::Code::PermissionDenied => Self::PermissionDenied { context, message, hint: hints.permission.clone() },
@@ -267,7 +230,8 @@ impl CliError {
                         ),
                     };
                 }
-                Self::Remote { context, message, hint: Some("is the peer still running?".into()) }
+                let hint = hints.unavailable.clone().or_else(|| Some("is the peer still running?".into()));
+                Self::Remote { context, message, hint }
             }
             _ => {
                 if let Some(alert) = tls_alert(status) {
@@ -281,7 +245,55 @@ impl CliError {
             }
         }
     }
+
+    /// Maps a refusal carried in a response body (`IssueCertificate`,
+    /// `RefreshCertificate`).
+    pub fn from_refusal(context: impl fmt::Display, detail: &CertificateError, hints: &Hints) -> Self {
+        let context = context.to_string();
+        Self::refusal(&context, tonic::Code::Ok, detail, hints).unwrap_or_else(|| Self::Remote {
+            context,
+            message: sanitize(&wendy_proto::refusal::describe(detail)),
+            hint: None,
+        })
+    }
+
+    /// The error a published refusal code means, if it decides one. The
+    /// gRPC `code` tells "who are you?" apart from "no" for UNAUTHORIZED.
+    fn refusal(context: &str, code: tonic::Code, detail: &CertificateError, hints: &Hints) -> Option<Self> {
+        let context = context.to_owned();
+        let message = sanitize(if detail.message.is_empty() { "refused" } else { &detail.message });
+        match wendy_proto::refusal::code(detail) {
+            CertificateErrorCode::CertificateErrorInvalidEnrollmentToken => {
+                Some(Self::Unauthenticated { context, message, hint: Some(TOKEN_HINT.into()) })
+            }
+            CertificateErrorCode::CertificateErrorUnauthorized if code == tonic::Code::PermissionDenied => {
+                Some(Self::PermissionDenied { context, message, hint: hints.permission.clone() })
+            }
+            CertificateErrorCode::CertificateErrorUnauthorized => {
+                let permission = detail.details.get(wendy_proto::refusal::REASON_DETAIL).map(String::as_str)
+                    == Some("permission_denied");
+                Some(if permission {
+                    Self::PermissionDenied { context, message, hint: hints.permission.clone() }
+                } else {
+                    Self::Unauthenticated { context, message, hint: hints.auth.clone() }
+                })
+            }
+            CertificateErrorCode::CertificateErrorCertificateRevoked
+            | CertificateErrorCode::CertificateErrorCertificateExpired => Some(Self::Unauthenticated {
+                context,
+                message,
+                hint: Some("run `wendy auth login-local` to get a new CLI certificate".into()),
+            }),
+            CertificateErrorCode::CertificateErrorInvalidCsr | CertificateErrorCode::CertificateErrorInvalidCommonName => {
+                Some(Self::Remote { context, message, hint: None })
+            }
+            _ => None,
+        }
+    }
 }
+
+/// Advice for a refused enrolment token.
+const TOKEN_HINT: &str = "enrolment tokens are single-use and short-lived; run the command again for a new one";
 
 /// Advice attached to status mappings, depending on the command.
 #[derive(Clone, Debug, Default)]
@@ -290,14 +302,11 @@ pub struct Hints {
     pub auth: Option<String>,
     /// For PermissionDenied.
     pub permission: Option<String>,
+    /// For UNAVAILABLE from a peer that answered (e.g. the device could
+    /// not reach pki-core); default "is the peer still running?".
+    pub unavailable: Option<String>,
 }
 
-/// Decodes pki-core's `CertificateError` from the status metadata, if any.
-pub fn certificate_error(status: &tonic::Status) -> Option<CertificateError> {
-    let value = status.metadata().get_bin(CERTIFICATE_ERROR_METADATA_KEY)?;
-    let bytes = value.to_bytes().ok()?;
-    CertificateError::decode(bytes.as_ref()).ok()
-}
 
 /// A TLS alert the peer sent, found in the status's error chain or message.
 fn tls_alert(status: &tonic::Status) -> Option<String> {
@@ -322,13 +331,8 @@ mod tests {
     use super::*;
 
     fn status_with_detail(code: tonic::Code, detail: CertificateErrorCode, msg: &str) -> tonic::Status {
-        let mut s = tonic::Status::new(code, "generic");
         let e = CertificateError { code: detail as i32, message: msg.into(), details: Default::default() };
-        s.metadata_mut().insert_bin(
-            CERTIFICATE_ERROR_METADATA_KEY,
-            tonic::metadata::MetadataValue::from_bytes(&e.encode_to_vec()),
-        );
-        s
+        wendy_proto::refusal::status(code, &e)
     }
 
     #[test]
@@ -344,26 +348,51 @@ mod tests {
 
     #[test]
     fn certificate_error_detail_wins() {
-        let s = status_with_detail(tonic::Code::InvalidArgument, CertificateErrorCode::TokenAlreadyUsed, "token used");
+        let s = status_with_detail(
+            tonic::Code::FailedPrecondition,
+            CertificateErrorCode::CertificateErrorInvalidEnrollmentToken,
+            "token used",
+        );
         let e = CliError::from_status("issuing", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::Auth);
-        assert!(e.to_string().contains("token used"), "{e}");
-        let s = status_with_detail(tonic::Code::Unknown, CertificateErrorCode::PermissionDenied, "role too low");
+        assert!(e.to_string().contains("token used") && e.to_string().contains("single-use"), "{e}");
+        let s = status_with_detail(tonic::Code::PermissionDenied, CertificateErrorCode::CertificateErrorUnauthorized, "role too low");
         let e = CliError::from_status("minting", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::PermissionDenied);
     }
 
     #[test]
     fn unauthenticated_code_beats_permission_detail() {
-        let s = status_with_detail(tonic::Code::Unauthenticated, CertificateErrorCode::PermissionDenied, "unknown API key");
-        let h = Hints { auth: Some("check --api-key".into()), permission: None };
+        let s =
+            status_with_detail(tonic::Code::Unauthenticated, CertificateErrorCode::CertificateErrorUnauthorized, "unknown API key");
+        let h = Hints { auth: Some("check --api-key".into()), ..Default::default() };
         let e = CliError::from_status("minting", &s, &h);
         assert_eq!(e.exit(), Exit::Auth);
         assert!(e.to_string().ends_with("check --api-key"), "{e}");
     }
 
     #[test]
+    fn unavailable_hint_names_the_cause() {
+        let h = Hints { unavailable: Some("can the device reach pki-core?".into()), ..Default::default() };
+        let e = CliError::from_status("provisioning", &tonic::Status::unavailable("could not reach pki-core"), &h);
+        assert!(e.to_string().ends_with("can the device reach pki-core?"), "{e}");
+        let e = CliError::from_status("x", &tonic::Status::unavailable("gone"), &Hints::default());
+        assert!(e.to_string().ends_with("is the peer still running?"), "{e}");
+    }
+
+    #[test]
+    fn body_refusals_map_like_statuses() {
+        let d = CertificateError {
+            code: CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32,
+            message: "enrollment token expired".into(),
+            details: Default::default(),
+        };
+        assert_eq!(CliError::from_refusal("logging in", &d, &Hints::default()).exit(), Exit::Auth);
+    }
+
+    #[test]
     fn garbage_detail_is_ignored() {
+        use wendy_proto::CERTIFICATE_ERROR_METADATA_KEY;
         let mut s = tonic::Status::unauthenticated("nope");
         s.metadata_mut()
             .insert_bin(CERTIFICATE_ERROR_METADATA_KEY, tonic::metadata::MetadataValue::from_bytes(&[0xff, 0xff, 0xff]));
@@ -374,7 +403,7 @@ mod tests {
 
     #[test]
     fn hints_are_appended() {
-        let h = Hints { permission: Some("log in with --role Admin".into()), auth: None };
+        let h = Hints { permission: Some("log in with --role Admin".into()), ..Default::default() };
         let e = CliError::from_status("unenrolling", &tonic::Status::permission_denied("Viewer may not"), &h);
         let m = e.to_string();
         assert!(m.contains("Viewer may not") && m.ends_with("log in with --role Admin"), "{m}");

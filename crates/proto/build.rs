@@ -5,8 +5,11 @@ const PROTO_ROOT: &str = "proto";
 const PROTO_FILES: &[&str] = &[
     "proto/wendy/agent/services/v1/wendy_agent_v1_service.proto",
     "proto/wendy/agent/services/v1/wendy_provisioning_service.proto",
+    "proto/wendy/agent/services/v2/provisioning_service.proto",
+    "proto/wendy/agent/services/v2/device_info_service.proto",
+    "proto/wendyos/agent/v1/device_admin.proto",
     "proto/wendycloud/v1/certificate_service.proto",
-    "proto/pkicore/v1/admin.proto",
+    "proto/wendyos/pkicore/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

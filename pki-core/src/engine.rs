@@ -96,8 +96,15 @@ pub struct CrlEntry {
 pub struct MintedToken {
     /// The token secret.
     pub token: zeroize::Zeroizing<String>,
+    /// Token id for auditing (the published `jti`): the first 16 hex digits
+    /// of the token's SHA-256, as the audit log names it.
+    pub jti: String,
+    /// Organization id.
+    pub organization_id: i32,
     /// Asset id assigned (asset tokens).
     pub asset_id: i32,
+    /// User id assigned (user tokens).
+    pub user_id: String,
     /// Expiry (Unix seconds).
     pub expires_at: i64,
 }
@@ -327,8 +334,9 @@ impl Engine {
         Self::check_org(organization_id)?;
         let expires_at = Self::token_expiry(ttl_seconds)?;
         let token = secret::generate(secret::TOKEN_PREFIX);
+        let hash = secret::hash(&token);
         let minted = self.store.insert_token(&NewToken {
-            hash: secret::hash(&token),
+            hash: hash.clone(),
             kind: TokenKind::Asset,
             organization_id,
             name: name.chars().take(128).collect(),
@@ -337,7 +345,14 @@ impl Engine {
             created_at: now().unix_timestamp(),
             expires_at,
         })?;
-        Ok(MintedToken { token, asset_id: minted.asset_id, expires_at })
+        Ok(MintedToken {
+            token,
+            jti: jti(&hash),
+            organization_id,
+            asset_id: minted.asset_id,
+            user_id: minted.user_id,
+            expires_at,
+        })
     }
 
     /// Mints a user enrolment token. The role defaults to, and may never
@@ -363,8 +378,9 @@ impl Engine {
         }
         let expires_at = Self::token_expiry(ttl_seconds)?;
         let token = secret::generate(secret::TOKEN_PREFIX);
-        self.store.insert_token(&NewToken {
-            hash: secret::hash(&token),
+        let hash = secret::hash(&token);
+        let minted = self.store.insert_token(&NewToken {
+            hash: hash.clone(),
             kind: TokenKind::User,
             organization_id,
             name: String::new(),
@@ -373,7 +389,14 @@ impl Engine {
             created_at: now().unix_timestamp(),
             expires_at,
         })?;
-        Ok(MintedToken { token, asset_id: 0, expires_at })
+        Ok(MintedToken {
+            token,
+            jti: jti(&hash),
+            organization_id,
+            asset_id: 0,
+            user_id: minted.user_id,
+            expires_at,
+        })
     }
 
     // ---- issuance ---------------------------------------------------------
@@ -406,6 +429,7 @@ impl Engine {
             revocation_reason: 0,
             created_at: t,
             updated_at: t,
+            number: 0,
         })
     }
 
@@ -416,21 +440,26 @@ impl Engine {
             CertStatus::Active if c.not_after <= now().unix_timestamp() => CertificateStatus::Expired,
             CertStatus::Active => CertificateStatus::Active,
         };
+        let (asset_id, user_id) = owner(c);
         Ok(Certificate {
-            id: c.id.clone(),
+            id: c.number,
             organization_id: c.organization_id,
-            asset_id: c.asset_id,
-            serial_number: c.id.clone(),
+            asset_id,
+            user_id,
+            serial_number: c.id.to_ascii_uppercase(),
             pem_certificate: c.certificate_pem.clone(),
             pem_certificate_chain: self.bundle_pem()?,
             not_before: ts(c.not_before),
             not_after: ts(c.not_after),
             status: status as i32,
             revoked_at: c.revoked_at.and_then(ts),
-            revocation_reason: c.revocation_reason,
+            revocation_reason: if c.status == CertStatus::Revoked {
+                crate::revocation::name(c.revocation_reason).to_owned()
+            } else {
+                String::new()
+            },
             created_at: ts(c.created_at),
             updated_at: ts(c.updated_at),
-            user_id: c.user_id.clone(),
         })
     }
 
@@ -441,6 +470,9 @@ impl Engine {
     /// `IssueCertificate`: checks the token, verifies the CSR's proof of
     /// possession, signs, then consumes the token and stores the
     /// certificate in one transaction. Only one caller per token wins.
+    ///
+    /// A retry with a spent token and the same public key (the reply to the
+    /// first call was lost) gets the certificate already issued for it.
     pub fn issue(&self, token: &str, csr_pem: &str) -> Result<Certificate, Error> {
         let token = token.trim();
         if token.is_empty() || token.len() > 256 {
@@ -450,7 +482,7 @@ impl Engine {
         let at = now();
         let record = self.store.find_token(&hash)?.ok_or(Error::InvalidToken)?;
         if record.used_at.is_some() {
-            return Err(Error::TokenAlreadyUsed);
+            return self.reissued(&hash, &Self::verify_csr(csr_pem)?);
         }
         if record.expires_at <= at.unix_timestamp() {
             return Err(Error::TokenExpired);
@@ -466,14 +498,36 @@ impl Engine {
                 role: record.role.unwrap_or(Role::Viewer),
             },
         };
-        let cert = self.sign(&profile, &csr.public_key_der, at)?;
+        let mut cert = self.sign(&profile, &csr.public_key_der, at)?;
         match self.store.consume_token_and_insert(&hash, at.unix_timestamp(), &cert)? {
-            ConsumeOutcome::Issued => self.to_proto(&cert),
+            ConsumeOutcome::Issued { number } => {
+                cert.number = number;
+                self.to_proto(&cert)
+            }
             ConsumeOutcome::Unavailable => match self.store.find_token(&hash)? {
                 Some(r) if r.used_at.is_none() => Err(Error::TokenExpired),
-                _ => Err(Error::TokenAlreadyUsed),
+                _ => self.reissued(&hash, &csr),
             },
         }
+    }
+
+    /// The certificate a spent token was issued for the same public key as
+    /// `csr`'s, or [`Error::TokenAlreadyUsed`].
+    fn reissued(&self, hash: &str, csr: &VerifiedCsr) -> Result<Certificate, Error> {
+        let Some(cert) = self.store.token_certificate(hash)? else {
+            return Err(Error::TokenAlreadyUsed);
+        };
+        let der = wendy_identity::pem::certificates(&cert.certificate_pem)?;
+        let same_key = der
+            .first()
+            .map(|d| CertificateInfo::from_der(d).map(|i| i.public_key_der == csr.public_key_der))
+            .transpose()?
+            .unwrap_or(false);
+        if !same_key || cert.status == CertStatus::Revoked {
+            return Err(Error::TokenAlreadyUsed);
+        }
+        tracing::info!(serial = %cert.id, "enrolment retried with the same key: returning the certificate already issued");
+        self.to_proto(&cert)
     }
 
     /// Checks a client certificate chain presented over mTLS: it must
@@ -518,8 +572,8 @@ impl Engine {
             _ => return Err(Error::PermissionDenied("only device and user certificates can be refreshed".into())),
         };
         let at = now();
-        let cert = self.sign(&profile, &csr.public_key_der, at)?;
-        self.store.insert_certificate(
+        let mut cert = self.sign(&profile, &csr.public_key_der, at)?;
+        cert.number = self.store.insert_certificate(
             &cert,
             &AuditEntry {
                 at: at.unix_timestamp(),
@@ -534,29 +588,51 @@ impl Engine {
 
     /// `RevokeCertificate`: needs Admin; the CRL of the issuing CA is
     /// re-signed at once.
-    pub fn revoke(&self, principal: &Principal, id: &str, reason: i32) -> Result<Certificate, Error> {
+    /// The serial of certificate record `number`.
+    fn serial_of(&self, number: i32) -> Result<String, Error> {
+        if number <= 0 {
+            return Err(Error::InvalidArgument(format!("certificate_id must be positive, got {number}")));
+        }
+        self.store.certificate_serial(number)?.ok_or(Error::CertificateNotFound)
+    }
+
+    /// `RevokeCertificate`: needs Admin; the CRL of the issuing CA is
+    /// re-signed at once. `reason` is an RFC 5280 reason name.
+    pub fn revoke(&self, principal: &Principal, number: i32, reason: &str) -> Result<Certificate, Error> {
         principal.require(Role::Admin)?;
-        let id = id.trim().to_ascii_lowercase();
-        let id = id.trim_start_matches("0x").replace(':', "");
+        let serial = self.serial_of(number)?;
+        let code = crate::revocation::code(reason);
         let cert = self
             .store
-            .revoke_certificate(&id, reason, now().unix_timestamp(), &principal.id)?
+            .revoke_certificate(&serial, code, now().unix_timestamp(), &principal.id)?
             .ok_or(Error::CertificateNotFound)?;
         self.refresh_crls()?;
         self.to_proto(&cert)
     }
 
     /// `GetCertificate`: needs a valid API key.
-    pub fn get_certificate(&self, principal: &Principal, id: &str) -> Result<Certificate, Error> {
+    pub fn get_certificate(&self, principal: &Principal, number: i32) -> Result<Certificate, Error> {
         principal.require(Role::Viewer)?;
-        let cert = self.store.get_certificate(id.trim())?.ok_or(Error::CertificateNotFound)?;
+        let serial = self.serial_of(number)?;
+        let cert = self.store.get_certificate(&serial)?.ok_or(Error::CertificateNotFound)?;
         self.to_proto(&cert)
     }
 
-    /// `ListCertificates`: needs a valid API key.
-    pub fn list_certificates(&self, principal: &Principal, filter: &CertFilter) -> Result<Vec<Certificate>, Error> {
+    /// `ListCertificates`: needs a valid API key. One page, and the number
+    /// of certificates matching in all.
+    pub fn list_certificates(
+        &self,
+        principal: &Principal,
+        filter: &CertFilter,
+    ) -> Result<(Vec<Certificate>, i64), Error> {
         principal.require(Role::Viewer)?;
-        self.store.list_certificates(filter)?.iter().map(|c| self.to_proto(c)).collect()
+        let (certs, total) = self.store.list_certificates(filter)?;
+        Ok((certs.iter().map(|c| self.to_proto(c)).collect::<Result<_, _>>()?, total))
+    }
+
+    /// `GetCertificateMetadata`: who the caller's client certificate names.
+    pub fn certificate_metadata(&self, chain: Option<&[CertificateDer<'static>]>) -> Result<CertRecord, Error> {
+        self.authenticate_peer(chain)
     }
 
     // ---- CRLs -------------------------------------------------------------
@@ -705,10 +781,10 @@ impl Engine {
         };
         let key = PrivateKey::generate(KeyAlgorithm::MlDsa65)?;
         let at = now();
-        let cert = self.sign(&profile, &key.public_key_der(), at)?;
+        let mut cert = self.sign(&profile, &key.public_key_der(), at)?;
         let passphrase = crate::credential::generate_passphrase();
         let age_file = crate::credential::encrypt(key.to_pem().as_bytes(), &passphrase)?;
-        self.store.insert_certificate(
+        cert.number = self.store.insert_certificate(
             &cert,
             &AuditEntry {
                 at: at.unix_timestamp(),
@@ -731,6 +807,21 @@ impl Engine {
             passphrase,
             public_key_pem: key.public_key_pem(),
         })
+    }
+}
+
+/// The published `jti` of the token with SHA-256 `hash`.
+fn jti(hash: &str) -> String {
+    hash.chars().take(16).collect()
+}
+
+/// `(asset_id, user_id)` as the published optional fields: set only for
+/// the kind of certificate that has one.
+pub fn owner(c: &CertRecord) -> (Option<i32>, Option<String>) {
+    match c.kind.as_str() {
+        "device" => (Some(c.asset_id), None),
+        "user" => (None, Some(c.user_id.clone())),
+        _ => (None, None),
     }
 }
 

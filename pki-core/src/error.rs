@@ -1,15 +1,16 @@
-//! Engine errors and how they travel over gRPC: a status code plus a
-//! prost-encoded `CertificateError` in the
-//! [`wendy_proto::CERTIFICATE_ERROR_METADATA_KEY`] binary metadata.
+//! Engine errors and how they travel over gRPC: in the response body of
+//! `IssueCertificate` and `RefreshCertificate` (published shape), else as a
+//! status code plus the `CertificateError` in binary metadata
+//! ([`wendy_proto::refusal`]).
 
-use prost::Message;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
+use wendy_proto::refusal::REASON_DETAIL;
 
 /// Everything the engine can refuse or fail with. Messages never contain
 /// secrets (tokens, API keys, private keys).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The CSR is malformed, or its proof of possession failed.
     #[error("invalid CSR: {0}")]
@@ -56,19 +57,38 @@ pub enum Error {
 }
 
 impl Error {
-    /// The published `CertificateErrorCode` for this error.
+    /// The published `CertificateErrorCode` for this error. The published
+    /// codes are coarser than ours; [`Error::reason`] keeps the precise one.
     pub fn certificate_error_code(&self) -> CertificateErrorCode {
+        use CertificateErrorCode as C;
         match self {
-            Self::InvalidCsr(_) => CertificateErrorCode::InvalidCsr,
-            Self::InvalidToken => CertificateErrorCode::InvalidToken,
-            Self::TokenExpired => CertificateErrorCode::TokenExpired,
-            Self::TokenAlreadyUsed => CertificateErrorCode::TokenAlreadyUsed,
-            Self::CertificateNotFound | Self::NotFound(_) => CertificateErrorCode::CertificateNotFound,
-            Self::CertificateRevoked => CertificateErrorCode::CertificateRevoked,
-            Self::CertificateExpired => CertificateErrorCode::CertificateExpired,
-            Self::Unauthenticated(_) | Self::PermissionDenied(_) => CertificateErrorCode::PermissionDenied,
-            Self::InvalidArgument(_) => CertificateErrorCode::Unspecified,
-            Self::Storage(_) | Self::Identity(_) | Self::Internal(_) => CertificateErrorCode::Internal,
+            Self::InvalidCsr(_) => C::CertificateErrorInvalidCsr,
+            Self::InvalidToken | Self::TokenExpired | Self::TokenAlreadyUsed => C::CertificateErrorInvalidEnrollmentToken,
+            Self::CertificateNotFound => C::CertificateErrorUnspecified,
+            Self::NotFound(_) => C::CertificateErrorUnspecified,
+            Self::CertificateRevoked => C::CertificateErrorCertificateRevoked,
+            Self::CertificateExpired => C::CertificateErrorCertificateExpired,
+            Self::Unauthenticated(_) | Self::PermissionDenied(_) => C::CertificateErrorUnauthorized,
+            Self::InvalidArgument(_) => C::CertificateErrorUnspecified,
+            Self::Storage(_) | Self::Identity(_) | Self::Internal(_) => C::CertificateErrorInternal,
+        }
+    }
+
+    /// The precise reason, carried in `CertificateError.details["reason"]`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidCsr(_) => "invalid_csr",
+            Self::InvalidToken => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenAlreadyUsed => "token_already_used",
+            Self::CertificateNotFound => "certificate_not_found",
+            Self::CertificateRevoked => "certificate_revoked",
+            Self::CertificateExpired => "certificate_expired",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::PermissionDenied(_) => "permission_denied",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::NotFound(_) => "not_found",
+            Self::Storage(_) | Self::Identity(_) | Self::Internal(_) => "internal",
         }
     }
 
@@ -93,31 +113,30 @@ impl Error {
             other => other.to_string(),
         }
     }
+
+    /// The published `CertificateError` for this error (logs internal
+    /// failures, whose details never reach the client).
+    pub fn to_certificate_error(&self) -> CertificateError {
+        if matches!(self, Error::Storage(_) | Error::Identity(_) | Error::Internal(_)) {
+            tracing::error!(error = %self, "request failed");
+        }
+        CertificateError {
+            code: self.certificate_error_code() as i32,
+            message: self.public_message(),
+            details: [(REASON_DETAIL.to_owned(), self.reason().to_owned())].into(),
+        }
+    }
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        if matches!(e, Error::Storage(_) | Error::Identity(_) | Error::Internal(_)) {
-            tracing::error!(error = %e, "request failed");
-        }
-        let detail = CertificateError {
-            code: e.certificate_error_code() as i32,
-            message: e.public_message(),
-            details: Default::default(),
-        };
-        let mut status = Status::new(e.grpc_code(), detail.message.clone());
-        status
-            .metadata_mut()
-            .insert_bin(wendy_proto::CERTIFICATE_ERROR_METADATA_KEY, MetadataValue::from_bytes(&detail.encode_to_vec()));
-        status
+        wendy_proto::refusal::status(e.grpc_code(), &e.to_certificate_error())
     }
 }
 
 /// Reads the `CertificateError` a pki-core status carries, if any.
 pub fn certificate_error(status: &Status) -> Option<CertificateError> {
-    let value = status.metadata().get_bin(wendy_proto::CERTIFICATE_ERROR_METADATA_KEY)?;
-    let bytes = value.to_bytes().ok()?;
-    CertificateError::decode(bytes.as_ref()).ok()
+    wendy_proto::refusal::from_status(status)
 }
 
 /// The result type of the engine.

@@ -70,7 +70,24 @@ fn peer_chain<T>(request: &Request<T>) -> Option<Arc<Vec<rustls_pki_types::Certi
     request.extensions().get::<PeerInfo>().and_then(|p| p.certificates.clone())
 }
 
-type CertificateStream = Pin<Box<dyn Stream<Item = Result<Certificate, Status>> + Send + 'static>>;
+type CertificateStream = Pin<Box<dyn Stream<Item = Result<ListCertificatesResponse, Status>> + Send + 'static>>;
+
+/// Page size of `ListCertificates` when the request gives no limit.
+pub const DEFAULT_LIST_LIMIT: i64 = 100;
+/// Largest page `ListCertificates` returns.
+pub const MAX_LIST_LIMIT: i64 = 1000;
+
+/// Runs engine work whose refusal belongs in the response body (the
+/// published `IssueCertificate`/`RefreshCertificate` shape).
+async fn in_body<F>(f: F) -> Result<Certificate, CertificateError>
+where
+    F: FnOnce() -> Result<Certificate, Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_certificate_error()),
+        Err(e) => Err(Error::Internal(format!("worker failed: {e}")).to_certificate_error()),
+    }
+}
 
 #[tonic::async_trait]
 impl CertificateService for Frontend {
@@ -80,8 +97,17 @@ impl CertificateService for Frontend {
     ) -> Result<Response<IssueCertificateResponse>, Status> {
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let cert = blocking(move || engine.issue(&req.enrollment_token, &req.pem_csr)).await?;
-        Ok(Response::new(IssueCertificateResponse { certificate: Some(cert) }))
+        let response = match in_body(move || engine.issue(&req.enrollment_token, &req.pem_csr)).await {
+            Ok(cert) => IssueCertificateResponse {
+                organization_id: cert.organization_id,
+                asset_id: cert.asset_id,
+                user_id: cert.user_id.clone(),
+                certificate: Some(cert),
+                ..Default::default()
+            },
+            Err(error) => IssueCertificateResponse::refused(error),
+        };
+        Ok(Response::new(response))
     }
 
     async fn refresh_certificate(
@@ -91,8 +117,11 @@ impl CertificateService for Frontend {
         let chain = peer_chain(&request);
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let cert = blocking(move || engine.refresh(chain.as_deref().map(Vec::as_slice), &req.pem_csr)).await?;
-        Ok(Response::new(RefreshCertificateResponse { certificate: Some(cert) }))
+        let response = match in_body(move || engine.refresh(chain.as_deref().map(Vec::as_slice), &req.pem_csr)).await {
+            Ok(cert) => RefreshCertificateResponse { certificate: Some(cert), ..Default::default() },
+            Err(error) => RefreshCertificateResponse::refused(error),
+        };
+        Ok(Response::new(response))
     }
 
     async fn revoke_certificate(
@@ -102,19 +131,16 @@ impl CertificateService for Frontend {
         let principal = self.principal(&request)?;
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let cert = blocking(move || engine.revoke(&principal, &req.certificate_id, req.reason)).await?;
-        Ok(Response::new(RevokeCertificateResponse { certificate: Some(cert) }))
+        blocking(move || engine.revoke(&principal, req.certificate_id, &req.reason)).await?;
+        Ok(Response::new(RevokeCertificateResponse { success: true }))
     }
 
-    async fn get_certificate(
-        &self,
-        request: Request<GetCertificateRequest>,
-    ) -> Result<Response<GetCertificateResponse>, Status> {
+    async fn get_certificate(&self, request: Request<GetCertificateRequest>) -> Result<Response<Certificate>, Status> {
         let principal = self.principal(&request)?;
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let cert = blocking(move || engine.get_certificate(&principal, &req.certificate_id)).await?;
-        Ok(Response::new(GetCertificateResponse { certificate: Some(cert) }))
+        let cert = blocking(move || engine.get_certificate(&principal, req.certificate_id)).await?;
+        Ok(Response::new(cert))
     }
 
     type ListCertificatesStream = CertificateStream;
@@ -126,9 +152,19 @@ impl CertificateService for Frontend {
         let principal = self.principal(&request)?;
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let filter = CertFilter { organization_id: req.organization_id, asset_id: req.asset_id };
-        let certs = blocking(move || engine.list_certificates(&principal, &filter)).await?;
-        Ok(Response::new(Box::pin(futures::stream::iter(certs.into_iter().map(Ok)))))
+        let offset = i64::from(req.offset.unwrap_or(0));
+        let limit = req.limit.map_or(DEFAULT_LIST_LIMIT, i64::from);
+        if offset < 0 || !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(Error::InvalidArgument(format!(
+                "offset must not be negative and limit must be between 1 and {MAX_LIST_LIMIT}"
+            ))
+            .into());
+        }
+        let filter = CertFilter { organization_id: req.organization_id, asset_id: req.asset_id, offset, limit };
+        let (certs, total) = blocking(move || engine.list_certificates(&principal, &filter)).await?;
+        let total = i32::try_from(total).unwrap_or(i32::MAX);
+        let items = certs.into_iter().map(move |c| Ok(ListCertificatesResponse { certificate: Some(c), total }));
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
     }
 
     async fn get_ca_bundle(&self, _request: Request<GetCaBundleRequest>) -> Result<Response<GetCaBundleResponse>, Status> {
@@ -144,13 +180,15 @@ impl CertificateService for Frontend {
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
         let minted = blocking(move || {
-            engine.create_asset_token(&principal, req.organization_id, &req.name, req.ttl_seconds)
+            engine.create_asset_token(&principal, req.organization_id, &req.name, i64::from(req.ttl_seconds))
         })
         .await?;
         Ok(Response::new(CreateAssetEnrollmentTokenResponse {
             enrollment_token: minted.token.to_string(),
-            asset_id: minted.asset_id,
+            jti: minted.jti,
             expires_at: Some(prost_types::Timestamp { seconds: minted.expires_at, nanos: 0 }),
+            organization_id: minted.organization_id,
+            asset_id: minted.asset_id,
         }))
     }
 
@@ -161,13 +199,27 @@ impl CertificateService for Frontend {
         let principal = self.principal(&request)?;
         let engine = Arc::clone(&self.engine);
         let req = request.into_inner();
-        let minted =
-            blocking(move || engine.create_user_token(&principal, req.organization_id, req.ttl_seconds, &req.role))
-                .await?;
+        let minted = blocking(move || {
+            engine.create_user_token(&principal, req.organization_id, i64::from(req.ttl_seconds), &req.role)
+        })
+        .await?;
         Ok(Response::new(CreateUserEnrollmentTokenResponse {
             enrollment_token: minted.token.to_string(),
+            jti: minted.jti,
             expires_at: Some(prost_types::Timestamp { seconds: minted.expires_at, nanos: 0 }),
+            user_id: minted.user_id,
         }))
+    }
+
+    async fn get_certificate_metadata(
+        &self,
+        request: Request<GetCertificateMetadataRequest>,
+    ) -> Result<Response<GetCertificateMetadataResponse>, Status> {
+        let chain = peer_chain(&request);
+        let engine = Arc::clone(&self.engine);
+        let record = blocking(move || engine.certificate_metadata(chain.as_deref().map(Vec::as_slice))).await?;
+        let (asset_id, user_id) = crate::engine::owner(&record);
+        Ok(Response::new(GetCertificateMetadataResponse { organization_id: record.organization_id, asset_id, user_id }))
     }
 }
 

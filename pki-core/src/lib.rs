@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod frontend;
 pub mod net;
+pub mod revocation;
 pub mod secret;
 pub mod serve;
 pub mod store;

@@ -142,7 +142,7 @@ enum Token {
         name: String,
         /// Lifetime in seconds (0: 600).
         #[arg(long, default_value_t = 0)]
-        ttl: i64,
+        ttl: i32,
         /// Role of the user certificate (user tokens).
         #[arg(long, default_value = "")]
         role: String,
@@ -160,13 +160,13 @@ enum Cert {
         #[arg(long, default_value_t = 0)]
         asset: i32,
     },
-    /// Revoke a certificate by id (serial).
+    /// Revoke a certificate by its id (the number `cert list` prints first).
     Revoke {
         /// Certificate id.
-        id: String,
-        /// Reason (wire enum value, e.g. 1 key compromise).
-        #[arg(long, default_value_t = 0)]
-        reason: i32,
+        id: i32,
+        /// RFC 5280 reason name (keyCompromise, superseded, cessationOfOperation, ...).
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
     },
 }
 
@@ -362,29 +362,48 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             use wendy_proto::cloud::*;
             match c {
                 Cert::List { org, asset } => {
-                    let mut stream = client
-                        .list_certificates(ListCertificatesRequest { organization_id: org, asset_id: asset })
-                        .await
-                        .map_err(status)?
-                        .into_inner();
-                    while let Some(c) = stream.message().await.map_err(status)? {
-                        let status_name = CertificateStatus::try_from(c.status)
-                            .map(|s| s.as_str_name().trim_start_matches("CERTIFICATE_STATUS_").to_owned())
-                            .unwrap_or_default();
-                        println!(
-                            "{}  org {} asset {} {}  {}  until {}",
-                            c.id,
-                            c.organization_id,
-                            c.asset_id,
-                            if c.user_id.is_empty() { String::new() } else { format!("user {}", c.user_id) },
-                            status_name,
-                            ts(&c.not_after)
-                        );
+                    let page = pkicore::frontend::MAX_LIST_LIMIT as i32;
+                    let mut offset = 0;
+                    loop {
+                        let mut stream = client
+                            .list_certificates(ListCertificatesRequest {
+                                organization_id: org,
+                                asset_id: asset,
+                                offset: Some(offset),
+                                limit: Some(page),
+                            })
+                            .await
+                            .map_err(status)?
+                            .into_inner();
+                        let mut seen = 0;
+                        while let Some(item) = stream.message().await.map_err(status)? {
+                            seen += 1;
+                            let Some(c) = item.certificate else { continue };
+                            let status_name = CertificateStatus::try_from(c.status)
+                                .map(|s| s.as_str_name().trim_start_matches("CERTIFICATE_STATUS_").to_owned())
+                                .unwrap_or_default();
+                            let owner = match (c.asset_id, &c.user_id) {
+                                (Some(a), _) => format!("asset {a}"),
+                                (None, Some(u)) => format!("user {u}"),
+                                (None, None) => "server".to_owned(),
+                            };
+                            println!(
+                                "{}  serial {}  org {} {owner}  {status_name}  until {}",
+                                c.id,
+                                c.serial_number,
+                                c.organization_id,
+                                ts(&c.not_after)
+                            );
+                        }
+                        if seen < page {
+                            break;
+                        }
+                        offset += page;
                     }
                 }
                 Cert::Revoke { id, reason } => {
                     client
-                        .revoke_certificate(RevokeCertificateRequest { certificate_id: id.clone(), reason })
+                        .revoke_certificate(RevokeCertificateRequest { certificate_id: id, reason })
                         .await
                         .map_err(status)?;
                     println!("revoked certificate {id}; it is listed in the CRL from now on");

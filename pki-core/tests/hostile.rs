@@ -1,7 +1,8 @@
 //! Acceptance 2: one token raced by 100 callers gives one certificate;
 //! expired, replayed and unknown tokens, wrong API keys, malformed and
 //! bad-signature CSRs and oversized requests are refused with the right
-//! code, and the server keeps serving.
+//! published code (in the response body for `IssueCertificate`), and the
+//! server keeps serving.
 
 mod common;
 
@@ -17,22 +18,33 @@ async fn hundred_parallel_calls_with_one_token_give_one_certificate() {
     let server = Server::start(&[]);
     let mut anon = server.client(None).await;
     let (token, _) = asset_token(&mut anon, 0).await;
-    let (_, csr) = key_and_csr();
+    // Half the callers send one key, half another: the first key to win
+    // gets the certificate, every retry with that key gets the same one
+    // back (a lost reply must not burn the token), the other key is refused.
+    let csrs = [key_and_csr().1, key_and_csr().1];
     let channel = server.channel(None).await;
     let mut tasks = Vec::new();
-    for _ in 0..100 {
+    for i in 0..100 {
         let mut c = client(channel.clone());
-        let req = issue_req(&csr, &token);
-        tasks.push(tokio::spawn(async move { c.issue_certificate(req).await }));
+        let req = issue_req(&csrs[i % 2], &token);
+        tasks.push(tokio::spawn(async move { (i % 2, c.issue_certificate(req).await) }));
     }
-    let mut ok = 0;
+    let mut serials = std::collections::BTreeSet::new();
+    let mut winners = std::collections::BTreeSet::new();
     for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => assert_eq!(error_code(&e), CertificateErrorCode::TokenAlreadyUsed, "{e:?}"),
+        let (which, r) = t.await.unwrap();
+        match r.unwrap().into_inner().into_result() {
+            Ok(c) => {
+                serials.insert(c.serial_number);
+                winners.insert(which);
+            }
+            Err(e) => {
+                assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "{e:?}");
+                assert_eq!(reason(&e), "token_already_used");
+            }
         }
     }
-    assert_eq!(ok, 1);
+    assert_eq!((serials.len(), winners.len()), (1, 1), "one certificate, for one key");
     let listed = server.admin(&["cert", "list"]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
 }
@@ -44,38 +56,41 @@ async fn bad_input_is_refused_with_the_right_code() {
     let (_, csr) = key_and_csr();
 
     // Unknown and empty tokens.
-    let e = anon.issue_certificate(issue_req(&csr, "wet_nope")).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::InvalidToken);
-    assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    let e = anon.issue_certificate(issue_req(&csr, "")).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::InvalidToken);
+    let e = refused(anon.issue_certificate(issue_req(&csr, "wet_nope")).await);
+    assert_eq!((e.code, reason(&e)), (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_invalid"));
+    let e = refused(anon.issue_certificate(issue_req(&csr, "")).await);
+    assert_eq!(reason(&e), "token_invalid");
 
     // Malformed CSR, then a CSR whose signature does not verify: refused,
     // and the token is not consumed.
     let (token, _) = asset_token(&mut anon, 0).await;
-    let e = anon.issue_certificate(issue_req("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &token)).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::InvalidCsr);
-    assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    let e = anon.issue_certificate(issue_req("garbage", &token)).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::InvalidCsr);
+    let e = refused(anon.issue_certificate(issue_req("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &token)).await);
+    assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidCsr as i32);
+    let e = refused(anon.issue_certificate(issue_req("garbage", &token)).await);
+    assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidCsr as i32);
     let mut der = pem::parse(&csr).unwrap().into_contents();
     let n = der.len() - 20;
     der[n] ^= 0x01;
     let bad_sig = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
-    let e = anon.issue_certificate(issue_req(&bad_sig, &token)).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::InvalidCsr);
-    assert!(e.message().contains("proof of possession"), "{}", e.message());
+    let e = refused(anon.issue_certificate(issue_req(&bad_sig, &token)).await);
+    assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidCsr as i32);
+    assert!(e.message.contains("proof of possession"), "{}", e.message);
 
-    // The token still works once, then is replayed.
-    anon.issue_certificate(issue_req(&csr, &token)).await.unwrap();
-    let e = anon.issue_certificate(issue_req(&csr, &token)).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::TokenAlreadyUsed);
+    // The token still works once; a retry with the same key gets the same
+    // certificate; a replay with another key is refused.
+    let first = issued(anon.issue_certificate(issue_req(&csr, &token)).await);
+    assert!(first.id > 0 && first.asset_id.is_some() && first.user_id.is_none(), "{first:?}");
+    let again = issued(anon.issue_certificate(issue_req(&csr, &token)).await);
+    assert_eq!(again.serial_number, first.serial_number);
+    let (_, other_csr) = key_and_csr();
+    let e = refused(anon.issue_certificate(issue_req(&other_csr, &token)).await);
+    assert_eq!(reason(&e), "token_already_used");
 
     // Expired token.
     let (short, _) = asset_token(&mut anon, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let e = anon.issue_certificate(issue_req(&csr, &short)).await.unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::TokenExpired);
+    let e = refused(anon.issue_certificate(issue_req(&csr, &short)).await);
+    assert_eq!((e.code, reason(&e)), (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_expired"));
 
     // Wrong and missing API keys.
     let req = CreateAssetEnrollmentTokenRequest { organization_id: 1, name: "x".into(), ttl_seconds: 0 };
@@ -84,7 +99,7 @@ async fn bad_input_is_refused_with_the_right_code() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    assert_eq!(error_code(&e), CertificateErrorCode::PermissionDenied);
+    assert_eq!(error_code(&e), CertificateErrorCode::CertificateErrorUnauthorized);
     let e = anon.create_asset_enrollment_token(req.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 
@@ -107,8 +122,10 @@ async fn bad_input_is_refused_with_the_right_code() {
         .await
         .unwrap()
         .into_inner();
-    let user_cert = anon.issue_certificate(issue_req(&csr, &t.enrollment_token)).await.unwrap().into_inner();
-    let info = wendy_identity::verify::CertificateInfo::from_pem(&user_cert.certificate.unwrap().pem_certificate).unwrap();
+    assert!(!t.jti.is_empty() && !t.user_id.is_empty(), "{t:?}");
+    let user_cert = issued(anon.issue_certificate(issue_req(&csr, &t.enrollment_token)).await);
+    assert_eq!(user_cert.user_id.as_deref(), Some(t.user_id.as_str()));
+    let info = wendy_identity::verify::CertificateInfo::from_pem(&user_cert.pem_certificate).unwrap();
     assert_eq!(info.role, Some(wendy_identity::role::Role::Viewer));
     assert!(info.client_auth && !info.server_auth);
     let keys = server.admin(&["apikey", "list"]);
@@ -132,20 +149,21 @@ async fn bad_input_is_refused_with_the_right_code() {
     let e = anon
         .revoke_certificate(
             pkicore::client::with_api_key(
-                RevokeCertificateRequest { certificate_id: "00ff".into(), reason: 0 },
+                RevokeCertificateRequest { certificate_id: 4242, reason: "keyCompromise".into() },
                 wendy_proto::contract::DEV_API_KEY,
             )
             .unwrap(),
         )
         .await
         .unwrap_err();
-    assert_eq!(error_code(&e), CertificateErrorCode::CertificateNotFound);
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(reason(&pkicore::error::certificate_error(&e).unwrap()), "certificate_not_found");
 
     // Still serving, on the same and on new connections.
     assert!(anon.get_ca_bundle(GetCaBundleRequest {}).await.is_ok());
     let mut again = server.client(None).await;
     let (token, _) = asset_token(&mut again, 0).await;
-    again.issue_certificate(issue_req(&csr, &token)).await.unwrap();
+    issued(again.issue_certificate(issue_req(&csr, &token)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,28 +29,30 @@ async fn enrol_refresh_revoke_rotate() {
     let (token, asset_id) = asset_token(&mut anon, 0).await;
     assert!(asset_id >= 1);
     let (key, csr) = key_and_csr();
-    let cert = anon
-        .issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: token })
-        .await
-        .unwrap()
-        .into_inner()
-        .certificate
-        .unwrap();
+    let cert = issued(anon.issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: token }).await);
     let info = CertificateInfo::from_pem(&cert.pem_certificate).unwrap();
     assert_eq!(info.common_name.as_deref(), Some(format!("sh/wendy/1/{asset_id}").as_str()));
     assert!(info.client_auth && info.server_auth);
     assert!(info.not_before.unix_timestamp() <= time::OffsetDateTime::now_utc().unix_timestamp() - 290);
-    assert_eq!(cert.asset_id, asset_id);
+    assert_eq!(cert.asset_id, Some(asset_id));
     assert_eq!(cert.organization_id, 1);
-    assert_eq!(cert.id, info.serial_hex);
+    assert!(cert.id > 0);
+    assert_eq!(cert.serial_number, info.serial_hex.to_ascii_uppercase());
+    let got = anon
+        .get_certificate(pkicore::client::with_api_key(GetCertificateRequest { certificate_id: cert.id }, DEV_API_KEY).unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.serial_number, cert.serial_number);
     let bundle = TrustBundle::from_pem(&cert.pem_certificate_chain).unwrap();
     assert_eq!(bundle.cas().len(), 1);
     assert_eq!(bundle.cas()[0].fingerprint, server.fingerprint);
 
     // The frontend refuses refresh without a client certificate.
     let (_, csr) = key_and_csr();
-    let err = anon.refresh_certificate(RefreshCertificateRequest { pem_csr: csr }).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = anon.refresh_certificate(RefreshCertificateRequest { pem_csr: csr }).await.unwrap().into_inner();
+    let err = err.into_result().unwrap_err();
+    assert_eq!((err.code, reason(&err)), (CertificateErrorCode::CertificateErrorUnauthorized as i32, "unauthenticated"));
 
     // Refresh over mTLS with a new key: same identity.
     let creds = Credentials::from_pems(&key.to_pem(), &cert.pem_certificate, &cert.pem_certificate_chain).unwrap();
@@ -61,7 +63,7 @@ async fn enrol_refresh_revoke_rotate() {
         .await
         .unwrap()
         .into_inner()
-        .certificate
+        .into_result()
         .unwrap();
     let info2 = CertificateInfo::from_pem(&refreshed.pem_certificate).unwrap();
     assert_eq!(info2.common_name, info.common_name);
@@ -72,20 +74,42 @@ async fn enrol_refresh_revoke_rotate() {
     let creds2 =
         Credentials::from_pems(&key2.to_pem(), &refreshed.pem_certificate, &refreshed.pem_certificate_chain).unwrap();
     let mut mtls2 = server.client(Some(&creds2)).await;
-    let revoked = anon
+    let done = anon
         .revoke_certificate(
             pkicore::client::with_api_key(
-                RevokeCertificateRequest { certificate_id: refreshed.id.clone(), reason: 1 },
+                RevokeCertificateRequest { certificate_id: refreshed.id, reason: "keyCompromise".into() },
                 DEV_API_KEY,
             )
             .unwrap(),
         )
         .await
         .unwrap()
-        .into_inner()
-        .certificate
-        .unwrap();
+        .into_inner();
+    assert!(done.success);
+    let revoked = anon
+        .get_certificate(
+            pkicore::client::with_api_key(GetCertificateRequest { certificate_id: refreshed.id }, DEV_API_KEY).unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(revoked.status, CertificateStatus::Revoked as i32);
+    assert_eq!(revoked.revocation_reason, "keyCompromise");
+    // Listed in pages, with the total.
+    let mut list = anon
+        .list_certificates(
+            pkicore::client::with_api_key(
+                ListCertificatesRequest { asset_id, offset: Some(1), limit: Some(1), organization_id: 0 },
+                DEV_API_KEY,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let page = list.message().await.unwrap().unwrap();
+    assert_eq!((page.total, page.certificate.map(|c| c.id)), (2, Some(refreshed.id)));
+    assert!(list.message().await.unwrap().is_none());
 
     // It is in the next CRL, signed by the issuing CA, fetched over mTLS.
     let pems = crls(&server, &creds).await;
@@ -101,13 +125,14 @@ async fn enrol_refresh_revoke_rotate() {
     // Refresh with the revoked certificate is refused: on the connection
     // opened before the revocation...
     let (_, csr3) = key_and_csr();
-    let err = mtls2.refresh_certificate(RefreshCertificateRequest { pem_csr: csr3 }).await.unwrap_err();
-    assert_eq!(error_code(&err), CertificateErrorCode::CertificateRevoked);
+    let err = mtls2.refresh_certificate(RefreshCertificateRequest { pem_csr: csr3 }).await.unwrap().into_inner();
+    assert_eq!(err.into_result().unwrap_err().code, CertificateErrorCode::CertificateErrorCertificateRevoked as i32);
     // ...and at the next handshake.
     let fresh = pkicore::client::connect_tls(&server.addr, server.fingerprint, Some(&creds2)).await;
     if let Ok(channel) = fresh {
         let (_, csr4) = key_and_csr();
-        assert!(client(channel).refresh_certificate(RefreshCertificateRequest { pem_csr: csr4 }).await.is_err());
+        let r = client(channel).refresh_certificate(RefreshCertificateRequest { pem_csr: csr4 }).await;
+        assert!(r.map(|r| r.into_inner().into_result().is_err()).unwrap_or(true));
     }
     // The server keeps serving.
     assert!(anon.get_ca_bundle(GetCaBundleRequest {}).await.is_ok());
@@ -139,13 +164,7 @@ async fn enrol_refresh_revoke_rotate() {
     // New leaves come from the new CA.
     let (token, _) = asset_token(&mut anon, 0).await;
     let (_, csr) = key_and_csr();
-    let newer = anon
-        .issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: token })
-        .await
-        .unwrap()
-        .into_inner()
-        .certificate
-        .unwrap();
+    let newer = issued(anon.issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: token }).await);
     let new_der = wendy_identity::pem::certificates(&newer.pem_certificate).unwrap().remove(0);
     let v = store.verify(&new_der, &[], Purpose::ClientAuth, UnixTime::now()).unwrap();
     assert_eq!(v.ca, new_fp);
@@ -155,7 +174,7 @@ async fn enrol_refresh_revoke_rotate() {
     let (_, csr) = key_and_csr();
     let mut mtls = server.client(Some(&creds)).await;
     let again = mtls.refresh_certificate(RefreshCertificateRequest { pem_csr: csr }).await.unwrap();
-    let der = wendy_identity::pem::certificates(&again.into_inner().certificate.unwrap().pem_certificate).unwrap().remove(0);
+    let der = wendy_identity::pem::certificates(&again.into_inner().into_result().unwrap().pem_certificate).unwrap().remove(0);
     assert_eq!(store.verify(&der, &[], Purpose::ClientAuth, UnixTime::now()).unwrap().ca, new_fp);
 
     // Both CAs publish a CRL; the revoked serial stays listed.

@@ -236,6 +236,13 @@ pub fn provisioning_client(ch: Channel) -> WendyProvisioningServiceClient<Channe
     WendyProvisioningServiceClient::new(ch)
 }
 
+/// The device administration client (our own `Unprovision`).
+pub fn admin_client(
+    ch: Channel,
+) -> wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient<Channel> {
+    wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient::new(ch)
+}
+
 /// An error and its sources as one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

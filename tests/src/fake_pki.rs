@@ -171,7 +171,7 @@ impl FakePki {
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Certificate {
             organization_id: org,
-            asset_id: asset,
+            asset_id: Some(asset),
             serial_number: issued.serial_hex.clone(),
             pem_certificate: issued.pem,
             pem_certificate_chain: self.ca.ca.certificate_pem(),
@@ -188,11 +188,15 @@ impl CertificateService for FakePki {
     ) -> Result<Response<IssueCertificateResponse>, Status> {
         let req = request.into_inner();
         if !self.state.lock().unwrap().tokens.remove(&req.enrollment_token) {
-            return Err(Status::permission_denied("invalid or already used enrollment token"));
+            return Ok(Response::new(IssueCertificateResponse::refused(CertificateError {
+                code: CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32,
+                message: "invalid or already used enrollment token".into(),
+                details: Default::default(),
+            })));
         }
         let cert = self.issue_for(&req.pem_csr)?;
         self.state.lock().unwrap().issued += 1;
-        Ok(Response::new(IssueCertificateResponse { certificate: Some(cert) }))
+        Ok(Response::new(IssueCertificateResponse { certificate: Some(cert), ..Default::default() }))
     }
 
     async fn refresh_certificate(
@@ -205,7 +209,7 @@ impl CertificateService for FakePki {
         }
         let cert = self.issue_for(&request.into_inner().pem_csr)?;
         self.state.lock().unwrap().refreshed += 1;
-        Ok(Response::new(RefreshCertificateResponse { certificate: Some(cert) }))
+        Ok(Response::new(RefreshCertificateResponse { certificate: Some(cert), ..Default::default() }))
     }
 
     async fn revoke_certificate(
@@ -215,11 +219,18 @@ impl CertificateService for FakePki {
         Err(Status::unimplemented("fake"))
     }
 
-    async fn get_certificate(&self, _: Request<GetCertificateRequest>) -> Result<Response<GetCertificateResponse>, Status> {
+    async fn get_certificate(&self, _: Request<GetCertificateRequest>) -> Result<Response<Certificate>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
-    type ListCertificatesStream = tokio_stream::Empty<Result<Certificate, Status>>;
+    async fn get_certificate_metadata(
+        &self,
+        _: Request<GetCertificateMetadataRequest>,
+    ) -> Result<Response<GetCertificateMetadataResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type ListCertificatesStream = tokio_stream::Empty<Result<ListCertificatesResponse, Status>>;
 
     async fn list_certificates(
         &self,

@@ -105,7 +105,7 @@ impl RealPki {
 
     /// A user certificate with `role` (`Owner`, `Admin`, `Member`, `Viewer`):
     /// `(credentials, certificate id)`.
-    pub async fn user(&self, org: i32, role: &str) -> (Credentials, String) {
+    pub async fn user(&self, org: i32, role: &str) -> (Credentials, i32) {
         let mut client = CertificateServiceClient::new(self.channel(None).await);
         let token = client
             .create_user_enrollment_token(Self::with_key(CreateUserEnrollmentTokenRequest {
@@ -124,7 +124,7 @@ impl RealPki {
             .await
             .expect("IssueCertificate (user)")
             .into_inner()
-            .certificate
+            .into_result()
             .expect("certificate");
         let creds = Credentials::from_pems(&key.to_pem(), &cert.pem_certificate, &cert.pem_certificate_chain)
             .expect("user credentials");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wendy_proto::agent::{is_provisioned_response::Response as Prov, *};
 use wendy_proto::contract::{DEFAULT_AGENT_PORT, MDNS_SERVICE_TYPE, TXT_ID, TXT_TLS};
-use wendy_tests::agent::{agent_client, provisioning_client, AgentFixture};
+use wendy_tests::agent::{admin_client, agent_client, provisioning_client, AgentFixture};
 use wendy_tests::avahi::AvahiLab;
 use wendy_tests::netns::Netns;
 use wendy_tests::pkicore::RealPki;
@@ -34,7 +34,8 @@ async fn provision_advertise_restart_unprovision() {
     assert!(seen.txt(TXT_ID).is_some_and(|id| id.len() == 32), "{seen:?}");
     let plain = agent.plaintext().await.expect("plaintext channel");
     let v = agent_client(plain.clone()).get_agent_version(GetAgentVersionRequest {}).await.unwrap().into_inner();
-    assert_eq!((v.os_version.as_str(), v.device_type.as_str(), v.public_key.as_str()), ("9.9.9-test", "qemu-test", ""));
+    assert_eq!((v.os_version.as_deref(), v.device_type.as_deref(), v.public_key.as_deref()), (Some("9.9.9-test"), Some("qemu-test"), None));
+    assert_eq!(v.cpu_architecture, wendy_agent::sysinfo::go_arch(std::env::consts::ARCH));
     let p = provisioning_client(plain.clone()).is_provisioned(IsProvisionedRequest {}).await.unwrap().into_inner();
     assert!(matches!(p.response, Some(Prov::NotProvisioned(_))));
 
@@ -88,7 +89,7 @@ async fn provision_advertise_restart_unprovision() {
     let (admin, _) = pki.user(1, "Admin").await;
     let mtls = agent.mtls(&viewer, &ca_pem).await.expect("mTLS channel");
     let v = agent_client(mtls.clone()).get_agent_version(GetAgentVersionRequest {}).await.unwrap().into_inner();
-    assert!(v.public_key.contains("PUBLIC KEY"), "{v:?}");
+    assert!(v.public_key.as_deref().is_some_and(|k| k.contains("PUBLIC KEY")), "{v:?}");
 
     // A second StartProvisioning is refused (Viewer: by role; Admin: already provisioned).
     let e = provisioning_client(mtls.clone()).start_provisioning(req.clone()).await.unwrap_err();
@@ -132,7 +133,7 @@ async fn provision_advertise_restart_unprovision() {
 
     // Unprovision (Admin): plaintext back, advertisement reverted.
     let admin_ch = agent.mtls(&admin, &ca_pem).await.expect("mTLS channel");
-    provisioning_client(admin_ch).unprovision(UnprovisionRequest {}).await.expect("Unprovision");
+    admin_client(admin_ch).unprovision(wendy_proto::agent_admin::UnprovisionRequest {}).await.expect("Unprovision");
     assert!(ns.is_listening(agent.plaintext_addr()));
     assert!(!file.exists());
     lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| b.port == DEFAULT_AGENT_PORT && b.txt(TXT_TLS).is_none())

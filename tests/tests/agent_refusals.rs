@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use wendy_identity::profile::LeafProfile;
 use wendy_identity::role::Role;
 use wendy_proto::agent::*;
-use wendy_tests::agent::{agent_client, chain, provisioning_client, AgentFixture};
+use wendy_proto::agent_admin::UnprovisionRequest;
+use wendy_tests::agent::{admin_client, agent_client, chain, provisioning_client, AgentFixture};
 use wendy_tests::fake_pki::{FakePki, TestCa};
 use wendy_tests::netns::Netns;
 
@@ -56,7 +57,7 @@ async fn refusals_are_clear_and_the_agent_keeps_serving() {
 
     // Viewer calling Unprovision: PERMISSION_DENIED before anything happens.
     let ch = agent.mtls(&viewer.credentials, &ca).await.unwrap();
-    let e = provisioning_client(ch.clone()).unprovision(UnprovisionRequest {}).await.unwrap_err();
+    let e = admin_client(ch.clone()).unprovision(UnprovisionRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("requires role Admin") && e.message().contains("role Viewer"), "{e:?}");
     assert!(agent.config_dir.join("provisioning.json").exists());
@@ -157,8 +158,25 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
     let e = prov.start_provisioning(StartProvisioningRequest { organization_id: 0, ..base.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     let e = prov.start_provisioning(base.clone()).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("enrollment token"), "{e:?}");
+    let forwarded = wendy_proto::refusal::from_status(&e).expect("pki-core's CertificateError is forwarded");
+    assert_eq!(
+        wendy_proto::refusal::code(&forwarded),
+        wendy_proto::cloud::CertificateErrorCode::CertificateErrorInvalidEnrollmentToken
+    );
+    // A stock request (no ca_fingerprint) on a device with no anchor is
+    // refused, naming the three ways to give one.
+    let e = prov.start_provisioning(StartProvisioningRequest { ca_fingerprint: String::new(), ..base.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    for way in ["ca_fingerprint", "[enrollment] ca_fingerprint", "enrollment-ca.pem"] {
+        assert!(e.message().contains(way), "{way} missing from {e:?}");
+    }
+    // An anchor that pki-core does not chain to.
+    let other = "ab".repeat(32);
+    let e = prov.start_provisioning(StartProvisioningRequest { ca_fingerprint: other.clone(), ..base.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not trusted") && e.message().contains(&other), "{e:?}");
     let e = prov
         .start_provisioning(StartProvisioningRequest { cloud_host: "127.0.0.1:1".into(), ..base.clone() })
         .await
@@ -173,7 +191,7 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
     let p = prov.is_provisioned(IsProvisionedRequest {}).await.expect("still answering").into_inner();
     assert!(matches!(p.response, Some(is_provisioned_response::Response::NotProvisioned(_))));
     // Unprovision is never served on plaintext.
-    let e = prov.unprovision(UnprovisionRequest {}).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = admin_client(agent.plaintext().await.unwrap()).unprovision(UnprovisionRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
     assert!(!agent.config_dir.join("provisioning.json").exists());
 }

@@ -258,22 +258,27 @@ impl ClientCertVerifier for WendyClientVerifier {
 /// chain to it, have serverAuth, and be valid for `server_name` if set.
 #[derive(Debug)]
 pub struct PinnedCaServerVerifier {
-    pin: Fingerprint,
+    pins: Vec<Fingerprint>,
     server_name: Option<String>,
 }
 
 impl PinnedCaServerVerifier {
     /// Pins `pin`; checks the leaf names `server_name` if given.
     pub fn new(pin: Fingerprint, server_name: Option<&str>) -> Self {
-        Self { pin, server_name: server_name.map(str::to_owned) }
+        Self::any_of(vec![pin], server_name)
     }
 
-    /// The CA in `intermediates` matching the pin, as a one-CA bundle.
+    /// Pins each of `pins` (the CAs of a trust bundle): a server chaining to
+    /// any one of them is accepted.
+    pub fn any_of(pins: Vec<Fingerprint>, server_name: Option<&str>) -> Self {
+        Self { pins, server_name: server_name.map(str::to_owned) }
+    }
+
+    /// The CA in `intermediates` matching a pin, as a one-CA bundle.
     pub fn pinned_ca(&self, intermediates: &[CertificateDer<'_>]) -> Result<TrustBundle, VerifyError> {
-        let ca = intermediates
-            .iter()
-            .find(|c| Fingerprint::of_der(c) == self.pin)
-            .ok_or_else(|| VerifyError::PinMismatch(self.pin.to_string()))?;
+        let ca = intermediates.iter().find(|c| self.pins.contains(&Fingerprint::of_der(c))).ok_or_else(|| {
+            VerifyError::PinMismatch(self.pins.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or "))
+        })?;
         let mut bundle = TrustBundle::default();
         bundle.add(ca.clone().into_owned()).map_err(|e| VerifyError::Invalid(e.to_string()))?;
         Ok(bundle)

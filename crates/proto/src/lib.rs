@@ -2,12 +2,25 @@
 //!
 //! Package and message names, and field numbers, are those of the published
 //! WendyOS protocol wherever we implement the same call. Our own additions
-//! live in their own package (`pkicore.v1`) or use field numbers >= 100.
+//! live in packages of their own (`wendyos.*`) or use field numbers >= 100;
+//! `tests/conformance.rs` compares every shared element with the published
+//! definitions.
 #![allow(clippy::large_enum_variant, missing_docs)]
 
-/// `wendy.agent.services.v1`: the device agent's services.
+/// `wendy.agent.services.v1`: the device agent's published services.
 pub mod agent {
     tonic::include_proto!("wendy.agent.services.v1");
+}
+
+/// `wendy.agent.services.v2`: the same agent, version 2 of the published
+/// services, served side by side with v1.
+pub mod agent_v2 {
+    tonic::include_proto!("wendy.agent.services.v2");
+}
+
+/// `wendyos.agent.v1`: the agent's own calls (not in the published protocol).
+pub mod agent_admin {
+    tonic::include_proto!("wendyos.agent.v1");
 }
 
 /// `wendycloud.v1`: the certificate service pki-core's wendy frontend serves.
@@ -15,14 +28,18 @@ pub mod cloud {
     tonic::include_proto!("wendycloud.v1");
 }
 
-/// `pkicore.v1`: pki-core's own administration and CRL services.
+/// `wendyos.pkicore.v1`: pki-core's own administration and CRL services.
 pub mod pkicore {
-    tonic::include_proto!("pkicore.v1");
+    tonic::include_proto!("wendyos.pkicore.v1");
 }
 
-/// Metadata key under which pki-core returns a prost-encoded
-/// [`cloud::CertificateError`] with every failed `CertificateService` call.
+/// Metadata key under which a prost-encoded [`cloud::CertificateError`]
+/// travels with a failed call whose response has no `error` field: pki-core's
+/// other `CertificateService` calls, and the agent's `StartProvisioning`
+/// when it forwards pki-core's refusal. See [`refusal`].
 pub const CERTIFICATE_ERROR_METADATA_KEY: &str = "wendycloud-certificate-error-bin";
+
+pub mod refusal;
 
 /// Largest gRPC message any WendyOS endpoint accepts or sends. Certificates
 /// and CSRs are a few KiB even with ML-DSA-87; 256 KiB leaves room for CA

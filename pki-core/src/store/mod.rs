@@ -161,12 +161,14 @@ pub struct CertRecord {
     pub status: CertStatus,
     /// Revocation time.
     pub revoked_at: Option<i64>,
-    /// Revocation reason (the wire enum value).
+    /// Revocation reason (RFC 5280 `CRLReason` code).
     pub revocation_reason: i32,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
     pub updated_at: i64,
+    /// Record number (the published `Certificate.id`), 0 until stored.
+    pub number: i32,
 }
 
 /// A stored API key (its hash only).
@@ -189,8 +191,11 @@ pub struct ApiKeyRecord {
 /// Why a token could not be consumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsumeOutcome {
-    /// Consumed, and the certificate stored, atomically.
-    Issued,
+    /// Consumed, and the certificate stored, atomically, as record `number`.
+    Issued {
+        /// The certificate's record number.
+        number: i32,
+    },
     /// Someone else consumed it first, or it expired meanwhile.
     Unavailable,
 }
@@ -202,6 +207,10 @@ pub struct CertFilter {
     pub organization_id: i32,
     /// Asset id, 0 for any.
     pub asset_id: i32,
+    /// Rows to skip.
+    pub offset: i64,
+    /// Most rows to return.
+    pub limit: i64,
 }
 
 /// An audit log entry.
@@ -245,12 +254,19 @@ pub trait Store: Send + Sync + 'static {
     /// unexpired at `now`, and if so stores `cert`.
     fn consume_token_and_insert(&self, hash: &str, now: i64, cert: &CertRecord) -> Result<ConsumeOutcome, StoreError>;
 
-    /// Stores a certificate (renewals, credentials) with its audit entry.
-    fn insert_certificate(&self, cert: &CertRecord, audit: &AuditEntry) -> Result<(), StoreError>;
-    /// One certificate.
+    /// The certificate a consumed token was issued, if any.
+    fn token_certificate(&self, hash: &str) -> Result<Option<CertRecord>, StoreError>;
+
+    /// Stores a certificate (renewals, credentials) with its audit entry;
+    /// returns its record number.
+    fn insert_certificate(&self, cert: &CertRecord, audit: &AuditEntry) -> Result<i32, StoreError>;
+    /// One certificate, by serial (lowercase hex).
     fn get_certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError>;
-    /// Certificates matching `filter`, oldest first.
-    fn list_certificates(&self, filter: &CertFilter) -> Result<Vec<CertRecord>, StoreError>;
+    /// The serial of the certificate with record number `number`.
+    fn certificate_serial(&self, number: i32) -> Result<Option<String>, StoreError>;
+    /// One page of the certificates matching `filter`, oldest first, and how
+    /// many match in all.
+    fn list_certificates(&self, filter: &CertFilter) -> Result<(Vec<CertRecord>, i64), StoreError>;
     /// Marks a certificate revoked (idempotent) and returns it.
     fn revoke_certificate(&self, id: &str, reason: i32, at: i64, actor: &str) -> Result<Option<CertRecord>, StoreError>;
     /// Revoked (serial hex, time) of one CA, for its CRL.

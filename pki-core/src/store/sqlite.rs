@@ -84,6 +84,14 @@ CREATE TABLE audit_log (
     subject TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+"#,
+// 2: the published protocol names certificates by an int32 record number;
+// a token remembers the certificate it was consumed for (idempotent retry).
+r#"
+ALTER TABLE certificates ADD COLUMN number INTEGER;
+UPDATE certificates SET number = rowid;
+CREATE UNIQUE INDEX certificates_by_number ON certificates (number);
+ALTER TABLE tokens ADD COLUMN certificate_id TEXT;
 "#];
 
 /// How often the background checkpointer copies the WAL into the database.
@@ -207,7 +215,7 @@ fn ca_from_row(r: &Row<'_>) -> rusqlite::Result<CaRecord> {
 }
 
 const CERT_COLUMNS: &str = "id, ca_id, kind, organization_id, asset_id, user_id, role, certificate_pem, \
-     not_before, not_after, status, revoked_at, revocation_reason, created_at, updated_at";
+     not_before, not_after, status, revoked_at, revocation_reason, created_at, updated_at, number";
 
 type RawCert = (CertRecord, Option<String>, String);
 
@@ -229,6 +237,7 @@ fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<RawCert> {
             revocation_reason: r.get(12)?,
             created_at: r.get(13)?,
             updated_at: r.get(14)?,
+            number: r.get::<_, Option<i32>>(15)?.unwrap_or(0),
         },
         r.get(6)?,
         r.get(10)?,
@@ -252,11 +261,13 @@ fn status_str(s: CertStatus) -> &'static str {
     }
 }
 
-fn insert_cert(conn: &Connection, c: &CertRecord) -> rusqlite::Result<()> {
+/// Inserts `c` with the next record number, which it returns.
+fn insert_cert(conn: &Connection, c: &CertRecord) -> rusqlite::Result<i32> {
     conn.prepare_cached(&format!(
-        "INSERT INTO certificates ({CERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        "INSERT INTO certificates ({CERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+             (SELECT COALESCE(MAX(number), 0) + 1 FROM certificates)) RETURNING number"
     ))?
-    .execute(params![
+    .query_row(params![
         c.id,
         c.ca_id,
         c.kind,
@@ -272,8 +283,7 @@ fn insert_cert(conn: &Connection, c: &CertRecord) -> rusqlite::Result<()> {
         c.revocation_reason,
         c.created_at,
         c.updated_at
-    ])?;
-    Ok(())
+    ], |r| r.get(0))
 }
 
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
@@ -513,13 +523,15 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx
-            .prepare_cached("UPDATE tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2")?
-            .execute(params![hash, now])?;
+            .prepare_cached(
+                "UPDATE tokens SET used_at = ?2, certificate_id = ?3 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+            )?
+            .execute(params![hash, now, cert.id])?;
         if n != 1 {
             tx.rollback()?;
             return Ok(ConsumeOutcome::Unavailable);
         }
-        insert_cert(&tx, cert)?;
+        let number = insert_cert(&tx, cert)?;
         insert_audit(
             &tx,
             &AuditEntry {
@@ -539,16 +551,34 @@ impl Store for SqliteStore {
             },
         )?;
         tx.commit()?;
-        Ok(ConsumeOutcome::Issued)
+        Ok(ConsumeOutcome::Issued { number })
     }
 
-    fn insert_certificate(&self, cert: &CertRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+    fn insert_certificate(&self, cert: &CertRecord, audit: &AuditEntry) -> Result<i32, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        insert_cert(&tx, cert)?;
+        let number = insert_cert(&tx, cert)?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
-        Ok(())
+        Ok(number)
+    }
+
+    fn certificate_serial(&self, number: i32) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        let serial =
+            conn.prepare_cached("SELECT id FROM certificates WHERE number = ?1")?.query_row([number], |r| r.get(0)).optional()?;
+        Ok(serial)
+    }
+
+    fn token_certificate(&self, hash: &str) -> Result<Option<CertRecord>, StoreError> {
+        let conn = self.conn()?;
+        let raw = conn
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE id = (SELECT certificate_id FROM tokens WHERE hash = ?1)"
+            ))?
+            .query_row([hash], cert_from_row)
+            .optional()?;
+        raw.map(finish_cert).transpose()
     }
 
     fn get_certificate(&self, id: &str) -> Result<Option<CertRecord>, StoreError> {
@@ -560,15 +590,19 @@ impl Store for SqliteStore {
         raw.map(finish_cert).transpose()
     }
 
-    fn list_certificates(&self, f: &CertFilter) -> Result<Vec<CertRecord>, StoreError> {
+    fn list_certificates(&self, f: &CertFilter) -> Result<(Vec<CertRecord>, i64), StoreError> {
+        const WHERE: &str = "(?1 = 0 OR organization_id = ?1) AND (?2 = 0 OR asset_id = ?2)";
         let conn = self.conn()?;
+        let total: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM certificates WHERE {WHERE}"))?
+            .query_row(params![f.organization_id, f.asset_id], |r| r.get(0))?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {CERT_COLUMNS} FROM certificates
-             WHERE (?1 = 0 OR organization_id = ?1) AND (?2 = 0 OR asset_id = ?2)
-             ORDER BY created_at, rowid"
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE {WHERE} ORDER BY number LIMIT ?3 OFFSET ?4"
         ))?;
-        let raws = stmt.query_map(params![f.organization_id, f.asset_id], cert_from_row)?.collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(finish_cert).collect()
+        let raws = stmt
+            .query_map(params![f.organization_id, f.asset_id, f.limit, f.offset], cert_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((raws.into_iter().map(finish_cert).collect::<Result<_, _>>()?, total))
     }
 
     fn revoke_certificate(&self, id: &str, reason: i32, at: i64, actor: &str) -> Result<Option<CertRecord>, StoreError> {
@@ -658,7 +692,12 @@ mod tests {
             revocation_reason: 0,
             created_at: 0,
             updated_at: 0,
+            number: 0,
         }
+    }
+
+    fn audit() -> AuditEntry {
+        AuditEntry { at: 0, event: "refresh".into(), actor: "t".into(), subject: "c".into(), detail: String::new() }
     }
 
     #[test]
@@ -680,9 +719,15 @@ mod tests {
         assert_eq!(store.insert_token(&token).unwrap().asset_id, 1);
         assert_eq!(store.insert_token(&NewToken { hash: "h2".into(), ..token.clone() }).unwrap().asset_id, 2);
         assert_eq!(store.consume_token_and_insert("h", 200, &cert("a")).unwrap(), ConsumeOutcome::Unavailable);
-        assert_eq!(store.consume_token_and_insert("h", 150, &cert("a")).unwrap(), ConsumeOutcome::Issued);
+        assert_eq!(store.consume_token_and_insert("h", 150, &cert("a")).unwrap(), ConsumeOutcome::Issued { number: 1 });
         assert_eq!(store.consume_token_and_insert("h", 150, &cert("b")).unwrap(), ConsumeOutcome::Unavailable);
         assert!(store.get_certificate("b").unwrap().is_none());
+        assert_eq!(store.token_certificate("h").unwrap().map(|c| (c.id, c.number)), Some(("a".into(), 1)));
+        assert_eq!(store.certificate_serial(1).unwrap().as_deref(), Some("a"));
+        assert_eq!(store.insert_certificate(&cert("c"), &audit()).unwrap(), 2);
+        let page = CertFilter { limit: 1, offset: 1, ..Default::default() };
+        let (certs, total) = store.list_certificates(&page).unwrap();
+        assert_eq!((certs.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), total), (vec!["c"], 2));
         let revoked = store.revoke_certificate("a", 1, 160, "me").unwrap().unwrap();
         assert_eq!(revoked.status, CertStatus::Revoked);
         assert_eq!(store.revoked_by_ca("ca").unwrap(), vec![("a".to_string(), 160)]);

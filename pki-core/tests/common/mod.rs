@@ -14,7 +14,9 @@ use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::key::{KeyAlgorithm, PrivateKey};
 use wendy_identity::tls::Credentials;
 use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
-use wendy_proto::cloud::{CertificateErrorCode, CreateAssetEnrollmentTokenRequest};
+use wendy_proto::cloud::{
+    Certificate, CertificateError, CertificateErrorCode, CreateAssetEnrollmentTokenRequest, IssueCertificateResponse,
+};
 use wendy_proto::contract::DEV_API_KEY;
 
 /// The `pkicore` binary under test.
@@ -111,7 +113,7 @@ pub fn client(channel: Channel) -> CertificateServiceClient<Channel> {
 }
 
 /// Mints a device token with the dev key; returns (token, asset id).
-pub async fn asset_token(client: &mut CertificateServiceClient<Channel>, ttl: i64) -> (String, i32) {
+pub async fn asset_token(client: &mut CertificateServiceClient<Channel>, ttl: i32) -> (String, i32) {
     let req = pkicore::client::with_api_key(
         CreateAssetEnrollmentTokenRequest { organization_id: 1, name: "test".into(), ttl_seconds: ttl },
         DEV_API_KEY,
@@ -133,6 +135,21 @@ pub fn error_code(status: &tonic::Status) -> CertificateErrorCode {
     let e = pkicore::error::certificate_error(status)
         .unwrap_or_else(|| panic!("no CertificateError metadata in {status:?}"));
     CertificateErrorCode::try_from(e.code).unwrap()
+}
+
+/// The precise reason (`details["reason"]`) behind a published code.
+pub fn reason(e: &CertificateError) -> &str {
+    e.details.get(wendy_proto::refusal::REASON_DETAIL).map(String::as_str).unwrap_or_default()
+}
+
+/// The certificate of a successful `IssueCertificate`.
+pub fn issued(r: Result<tonic::Response<IssueCertificateResponse>, tonic::Status>) -> Certificate {
+    r.expect("IssueCertificate status").into_inner().into_result().expect("IssueCertificate refused")
+}
+
+/// The refusal an `IssueCertificate` body carries (gRPC status OK, as published).
+pub fn refused(r: Result<tonic::Response<IssueCertificateResponse>, tonic::Status>) -> CertificateError {
+    r.expect("IssueCertificate refusals travel in the body, with status OK").into_inner().into_result().unwrap_err()
 }
 
 /// Whether `path` (a file) contains `needle`.

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wendy_identity::profile::LeafProfile;
 use wendy_identity::role::Role;
 use wendy_proto::agent::*;
-use wendy_tests::agent::{agent_client, client_tls, provisioning_client, AgentFixture};
+use wendy_tests::agent::{admin_client, agent_client, client_tls, provisioning_client, AgentFixture};
 use wendy_tests::fake_pki::{FakePki, TestCa};
 use wendy_tests::netns::Netns;
 
@@ -77,7 +77,7 @@ async fn latency(runs: usize) {
         let ch = agent.mtls(&admin.credentials, &ca).await.expect("mTLS");
         agent_client(ch.clone()).get_agent_version(GetAgentVersionRequest {}).await.expect("version");
         samples.push(start.elapsed());
-        if let Err(e) = provisioning_client(ch).unprovision(UnprovisionRequest {}).await {
+        if let Err(e) = admin_client(ch).unprovision(wendy_proto::agent_admin::UnprovisionRequest {}).await {
             panic!("unprovision: {e:?}\nagent log:\n{}", agent.log_text());
         }
         while !tokio::task::block_in_place(|| ns.is_listening(agent.plaintext_addr())) {

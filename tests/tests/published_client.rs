@@ -235,6 +235,7 @@ fn pkicore_via_published_client() {
         c.that(int(&j["asset_id"]) > 0, || "asset_id (field 5) is not positive".into());
         c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("organization_id (field 4) is not {ORG}"));
         c.that(j["expires_at"].is_string(), || "no expires_at".into());
+        c.that(j["jti"].as_str().is_some_and(|t| !t.is_empty()), || "no jti (field 2)".into());
     });
     let token_str = token.as_ref().and_then(|j| j["enrollment_token"].as_str().map(str::to_owned));
     let asset_id = token.as_ref().map(|j| int(&j["asset_id"])).unwrap_or(0);
@@ -547,6 +548,9 @@ fn agent_refusals_via_published_client() {
             ),
         }
         .and_then(|()| still_unprovisioned(&bare));
+        if let (Ok(()), Some((code, details))) = (&outcome, run.grpc_error()) {
+            r.note(&format!("(a) {v} refusal: {code}: {details}"));
+        }
         r.record(&format!("(a) StartProvisioning {v} without any trust anchor is refused, naming all three ways"), outcome);
     }
 
@@ -566,6 +570,9 @@ fn agent_refusals_via_published_client() {
         ),
     }
     .and_then(|()| still_unprovisioned(&wrong));
+    if let (Ok(()), Some((code, details))) = (&outcome, run.grpc_error()) {
+        r.note(&format!("(b) refusal: {code}: {details}"));
+    }
     r.record("(b) StartProvisioning v1 with a wendy.conf anchor that does not match pki-core is refused", outcome);
     if r.failed > 0 {
         eprintln!("bare agent log:\n{}\nwrong-anchor agent log:\n{}", bare.log_text(), wrong.log_text());

@@ -27,6 +27,22 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# A Python venv with exactly the given pinned PyPI packages (tools the
+# checks run: oelint-adv and kas, ruff). Reinstalled when the list changes.
+#   ensure_venv <dir> <package==version>...
+ensure_venv() {
+    local venv="$1" stamp="$1/.installed"
+    shift
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$*" ]; then
+        return 0
+    fi
+    log "installing $* into $venv (PyPI)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$*" >"$stamp"
+}
+
 # The release build of every host binary (wendy, pkicore, wendy-agent). The
 # fast tier, the QEMU tier and the demo all use this one command: a `-p`
 # build unifies dependency features differently and recompiles them.
@@ -42,17 +58,4 @@ load_board() {
     # shellcheck source=/dev/null
     . "$file"
     [ "${BOARD_NAME:-}" = "$board" ] || die "$file sets BOARD_NAME='${BOARD_NAME:-}', expected '$board'"
-}
-
-# A Python venv at $1 with the pinned requirements file $2, rebuilt when the
-# file changes (its hash is kept in the venv).
-make_venv() {
-    local venv="$1" req="$2" stamp
-    stamp="$(sha256sum "$req" | cut -d' ' -f1)"
-    [ "$(cat "$venv/.wendy-requirements" 2>/dev/null)" = "$stamp" ] && return 0
-    log "creating the Python venv $venv from ${req#"$WENDY_ROOT"/}"
-    rm -rf "$venv"
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-    echo "$stamp" >"$venv/.wendy-requirements"
 }

@@ -413,7 +413,7 @@ fn agent_via_published_client() {
     );
     let stock = r.step("StartProvisioning v1, stock fields 1-4, anchor from wendy.conf [enrollment]", &run, |j, c| c.drift(j)).is_some();
     let after = [
-        "mTLS listens on port + 1",
+        "mTLS listens on port + 1 and plaintext is closed",
         "GetAgentVersion v1 over mTLS (hop)",
         "GetDeviceInfo v2 over mTLS (hop)",
         "IsProvisioned v1 over mTLS (hop)",
@@ -448,7 +448,9 @@ fn agent_via_published_client() {
         r.note("provisioned instead with our own client and field 100 `ca_fingerprint`, to run the mTLS steps");
         asset_id
     };
-    r.record(after[0], ensure(wait_until(Duration::from_secs(10), || ns.is_listening(agent.mtls_addr())), || "nothing listens".into()));
+    let mtls = wait_until(Duration::from_secs(10), || ns.is_listening(agent.mtls_addr()));
+    let closed = wait_until(Duration::from_secs(10), || !ns.is_listening(plain));
+    r.record(after[0], ensure(mtls && closed, || format!("mTLS listening: {mtls}, plaintext closed: {closed}")));
 
     let client = match login(&ns, &tmp.path().join("user"), &pki) {
         Ok(c) => c,

@@ -51,7 +51,8 @@ async fn provision_advertise_restart_unprovision() {
         device_name: "e2e-pi".into(),
     };
     let err = provisioning_client(plain.clone()).start_provisioning(req.clone()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("not trusted"), "{err:?}");
     assert!(!agent.config_dir.join("provisioning.json").exists());
 
     // Provision for real.

@@ -228,6 +228,15 @@ def step(c: Client, a: argparse.Namespace) -> Any:
         return to_json(
             c.call(AGENT_V1, "WendyAgentService", "GetAgentVersion", "GetAgentVersionRequest")
         )
+    if a.step == "agent-hardware":
+        proto, service = (AGENT_V1, "WendyAgentService") if a.version == "v1" else (DEVICE_INFO_V2, "WendyDeviceInfoService")
+        return to_json(c.call(proto, service, "ListHardwareCapabilities", "ListHardwareCapabilitiesRequest"))
+    if a.step == "pki-metadata":
+        r = c.call(CERT_PROTO, svc, "GetCertificateMetadata", "GetCertificateMetadataRequest")
+        out = to_json(r)
+        out["has_asset_id"] = r.HasField("asset_id")
+        out["has_user_id"] = r.HasField("user_id")
+        return out
     if a.step == "device-info":
         return to_json(
             c.call(DEVICE_INFO_V2, "WendyDeviceInfoService", "GetDeviceInfo", "GetDeviceInfoRequest")
@@ -284,7 +293,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--token", required=True)
     s.add_argument("--cloud-host", required=True)
     s.add_argument("--asset-id", type=int, required=True)
+    sub.add_parser("pki-metadata", help="CertificateService/GetCertificateMetadata (the hop's client certificate)")
     sub.add_parser("agent-version", help="v1 WendyAgentService/GetAgentVersion")
+    s = sub.add_parser("agent-hardware", help="ListHardwareCapabilities: v1 WendyAgentService, v2 WendyDeviceInfoService")
+    s.add_argument("--version", choices=["v1", "v2"], default="v1")
     sub.add_parser("device-info", help="v2 WendyDeviceInfoService/GetDeviceInfo")
     return p
 

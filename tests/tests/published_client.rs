@@ -418,6 +418,9 @@ fn agent_via_published_client() {
         "GetDeviceInfo v2 over mTLS (hop)",
         "IsProvisioned v1 over mTLS (hop)",
         "IsProvisioned v2 over mTLS (hop)",
+        "ListHardwareCapabilities v1 over mTLS (hop)",
+        "ListHardwareCapabilities v2 over mTLS (hop)",
+        "GetCertificateMetadata with the user certificate (pki-core hop with client certificate)",
     ];
     // So that the mTLS steps still run (and the hop to the device is
     // checked) when the stock request is refused: provision with our own
@@ -500,7 +503,31 @@ fn agent_via_published_client() {
             c.that(p["cloud_host"] == pki.addr.to_string(), || "cloud_host".into());
         });
     }
+    for (step, v) in [(after[5], "v1"), (after[6], "v2")] {
+        let run = py.run(via, &["agent-hardware", "--version", v]);
+        r.step(step, &run, |j, c| {
+            c.drift(j);
+            c.that(j["capabilities"].is_array(), || "no capabilities list".into());
+        });
+    }
     drop(hop);
+
+    // pki-core knows the caller from the client certificate the hop presents.
+    let pki_hop = TlsHop::start(
+        &ns,
+        pki.addr,
+        &ca_pem,
+        &PeerName::Host(wendy_identity::PKICORE_SERVER_NAME.into()),
+        Some(&client),
+        &tmp.path().join("hop-pki-mtls.log"),
+    );
+    let run = py.run(pki_hop.listen, &["pki-metadata"]);
+    r.step(after[7], &run, |j, c| {
+        c.drift(j);
+        c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("organization_id is not {ORG}"));
+        c.that(j["has_user_id"] == true && j["user_id"].as_str().is_some_and(|u| !u.is_empty()), || "no user_id".into());
+        c.that(j["has_asset_id"] == false, || "asset_id is set for a user certificate".into());
+    });
     r.finish();
 }
 

@@ -160,6 +160,9 @@ pub fn dial(what: &'static str, addr: &HostPort, e: &DialError) -> CliError {
         },
         DialError::Tls(_) => {
             let reason = match e.rustls() {
+                Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+                    format!("its certificate was refused: {o}")
+                }
                 Some(rustls::Error::InvalidCertificate(c)) => format!("its certificate was refused: {c:?}"),
                 Some(other) => other.to_string(),
                 None => e.to_string(),

@@ -15,6 +15,7 @@ use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::tls::{client_config, BundleServerVerifier};
 use wendy_proto::agent::is_provisioned_response::Response as Provisioned;
 use wendy_proto::agent::wendy_agent_service_client::WendyAgentServiceClient;
+use wendy_identity::profile::device_common_name;
 use wendy_proto::agent::wendy_provisioning_service_client::WendyProvisioningServiceClient;
 use wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient;
 use wendy_proto::agent_admin::UnprovisionRequest;
@@ -167,18 +168,29 @@ async fn connect_mtls(store: &Store, base: &HostPort) -> Result<(Channel, HostPo
     })?;
     let bundle = TrustBundle::from_pem(&login.ca_pem)
         .map_err(|e| CliError::Config { path: store.path(crate::config::CA_FILE), reason: e.to_string() })?;
-    let config = client_config(Arc::new(BundleServerVerifier::new(bundle)), Some(&login.credentials))
+    // A device we provisioned must present its own asset's certificate, not
+    // any certificate from our CA (another device answering at its address).
+    let mut verifier = BundleServerVerifier::new(bundle);
+    if let Some(asset) = store.devices().devices.get(&base.to_string()).and_then(|d| d.asset_id) {
+        verifier = verifier.expecting_common_name(device_common_name(login.config.organization_id, asset));
+    }
+    let config = client_config(Arc::new(verifier), Some(&login.credentials))
         .map_err(|e| CliError::identity("building the TLS config", e))?;
     let channel = connect::tls(&addr, config, DEVICE_SERVER_NAME).await.map_err(|e| {
         match cloud::connect_error("device", &addr, &e) {
-            CliError::Untrusted { what, addr, reason, .. } => CliError::Untrusted {
+            CliError::Untrusted { what, addr, reason, .. } => {
+                let wrong_device = reason.contains("not the expected");
+                CliError::Untrusted {
                 what,
                 addr,
                 reason,
-                hint: Some(
-                    "its certificate does not chain to your ca.pem: was it provisioned by another pki-core? Log in to that one with `wendy auth login-local`".into(),
-                ),
-            },
+                hint: Some(if wrong_device {
+                    "another device answers at this address than the one you provisioned; check the address (or `wendy discover`)".into()
+                } else {
+                    "its certificate does not chain to your ca.pem: was it provisioned by another pki-core? Log in to that one with `wendy auth login-local`".into()
+                }),
+                }
+            }
             other => other,
         }
     })?;

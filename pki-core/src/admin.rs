@@ -136,7 +136,14 @@ impl CredentialAdminService for Admin {
         let engine = Arc::clone(&self.engine);
         let r = request.into_inner();
         let cred = blocking(move || {
-            engine.provision_credential(&Principal::local(), &r.role, r.organization_id, r.asset_id, &r.device_name)
+            engine.provision_credential(
+                &Principal::local(),
+                &r.role,
+                r.organization_id,
+                r.asset_id,
+                &r.device_name,
+                r.replace,
+            )
         })
         .await?;
         Ok(Response::new(ProvisionCredentialResponse {

@@ -20,7 +20,7 @@ use wendy_proto::cloud::{Certificate, CertificateStatus};
 use crate::auth::Principal;
 use crate::ca::{self, LoadedCa};
 use crate::store::{
-    ApiKeyRecord, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, NewToken, Store, TokenKind,
+    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, NewToken, Store, TokenKind,
 };
 use crate::{secret, Error};
 
@@ -765,6 +765,7 @@ impl Engine {
         organization_id: i32,
         asset_id: i32,
         name: &str,
+        replace: bool,
     ) -> Result<ProvisionedCredential, Error> {
         principal.require(Role::Admin)?;
         Self::check_org(organization_id)?;
@@ -784,23 +785,41 @@ impl Engine {
         let mut cert = self.sign(&profile, &key.public_key_der(), at)?;
         let passphrase = crate::credential::generate_passphrase();
         let age_file = crate::credential::encrypt(key.to_pem().as_bytes(), &passphrase)?;
-        cert.number = self.store.insert_certificate(
-            &cert,
-            &AuditEntry {
-                at: at.unix_timestamp(),
-                event: "credential".into(),
-                actor: principal.id.clone(),
-                subject: cert.id.clone(),
-                detail: format!(
-                    "operator-provisioned {} org {} asset {} user {:?} role {}",
-                    cert.kind,
-                    cert.organization_id,
-                    cert.asset_id,
-                    cert.user_id,
-                    cert.role.map(|r| r.name()).unwrap_or("-")
-                ),
-            },
-        )?;
+        let audit = AuditEntry {
+            at: at.unix_timestamp(),
+            event: "credential".into(),
+            actor: principal.id.clone(),
+            subject: cert.id.clone(),
+            detail: format!(
+                "operator-provisioned {} org {} asset {} user {:?} role {}",
+                cert.kind,
+                cert.organization_id,
+                cert.asset_id,
+                cert.user_id,
+                cert.role.map(|r| r.name()).unwrap_or("-")
+            ),
+        };
+        if asset_id > 0 {
+            match self.store.insert_device_credential(&cert, &audit, at.unix_timestamp(), replace)? {
+                AssetClaim::Stored { number, replaced } => {
+                    cert.number = number;
+                    if !replaced.is_empty() {
+                        tracing::info!(asset_id, ?replaced, "operator-provisioned credential superseded the asset's certificates");
+                        self.refresh_crls()?;
+                    }
+                }
+                AssetClaim::InUse { certificates, pending_tokens } => {
+                    return Err(Error::AssetInUse(format!(
+                        "asset {asset_id} of organization {organization_id} already has {} active certificate(s) \
+                         and {pending_tokens} unused enrolment token(s); ask to replace them (pkicore credential \
+                         provision --replace) to revoke them",
+                        certificates.len()
+                    )));
+                }
+            }
+        } else {
+            cert.number = self.store.insert_certificate(&cert, &audit)?;
+        }
         Ok(ProvisionedCredential {
             certificate: self.to_proto(&cert)?,
             age_file,

@@ -42,6 +42,9 @@ pub enum Error {
     /// A request field is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An explicit asset id already has an identity (or a pending token).
+    #[error("asset in use: {0}")]
+    AssetInUse(String),
     /// Something that does not exist (a CA, an API key).
     #[error("not found: {0}")]
     NotFound(String),
@@ -65,7 +68,7 @@ impl Error {
             Self::InvalidCsr(_) => C::CertificateErrorInvalidCsr,
             Self::InvalidToken | Self::TokenExpired | Self::TokenAlreadyUsed => C::CertificateErrorInvalidEnrollmentToken,
             Self::CertificateNotFound => C::CertificateErrorUnspecified,
-            Self::NotFound(_) => C::CertificateErrorUnspecified,
+            Self::NotFound(_) | Self::AssetInUse(_) => C::CertificateErrorUnspecified,
             Self::CertificateRevoked => C::CertificateErrorCertificateRevoked,
             Self::CertificateExpired => C::CertificateErrorCertificateExpired,
             Self::Unauthenticated(_) | Self::PermissionDenied(_) => C::CertificateErrorUnauthorized,
@@ -88,6 +91,7 @@ impl Error {
             Self::PermissionDenied(_) => "permission_denied",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::NotFound(_) => "not_found",
+            Self::AssetInUse(_) => "asset_in_use",
             Self::Storage(_) | Self::Identity(_) | Self::Internal(_) => "internal",
         }
     }
@@ -97,7 +101,7 @@ impl Error {
         match self {
             Self::InvalidCsr(_) | Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::InvalidToken | Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::TokenExpired | Self::TokenAlreadyUsed => Code::FailedPrecondition,
+            Self::TokenExpired | Self::TokenAlreadyUsed | Self::AssetInUse(_) => Code::FailedPrecondition,
             Self::CertificateNotFound | Self::NotFound(_) => Code::NotFound,
             Self::CertificateRevoked | Self::CertificateExpired | Self::PermissionDenied(_) => {
                 Code::PermissionDenied

@@ -189,6 +189,10 @@ enum Credential {
         /// Directory to write key.age, cert.pem and chain.pem into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Supersede the asset's current identity (revoke its certificates,
+        /// expire its unused tokens) instead of refusing.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -410,7 +414,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
                 }
             }
         }
-        Command::Credential(Credential::Provision { role, device, org, name, out }) => {
+        Command::Credential(Credential::Provision { role, device, org, name, out, replace }) => {
             let mut client = CredentialAdminServiceClient::new(channel);
             let r = client
                 .provision_credential(wendy_proto::pkicore::ProvisionCredentialRequest {
@@ -418,6 +422,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
                     organization_id: org,
                     asset_id: device.unwrap_or(0),
                     device_name: name,
+                    replace,
                 })
                 .await
                 .map_err(status)?

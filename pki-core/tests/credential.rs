@@ -82,3 +82,54 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Runs the admin CLI and returns (success, stderr).
+fn admin_result(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(binary()).arg("--data-dir").arg(server.data_dir()).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Issue 11, acceptance 5: an explicit asset id is reserved (no token ever
+/// gets it), a second identity for it is refused, and replacing it revokes
+/// the old certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_asset_id_is_reserved_and_replacing_it_revokes_the_old_identity() {
+    let server = Server::start(&[]);
+    let out = |n: &str| server.dir.path().join(n).to_str().unwrap().to_owned();
+    let provision = |dir: &str, asset: &str, replace: bool| {
+        let mut args = vec!["credential", "provision", "--role", "Admin", "--device", asset, "--out", dir];
+        if replace {
+            args.push("--replace");
+        }
+        admin_result(&server, &args)
+    };
+    assert!(provision(&out("a"), "77", false).0);
+
+    let mut anon = server.client(None).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let (_, asset) = asset_token(&mut anon, 0).await;
+        assert!(asset != 77 && seen.insert(asset), "token got asset {asset} twice or the reserved 77");
+    }
+
+    // A second identity for 77 is refused, naming the way out.
+    let (ok, err) = provision(&out("b"), "77", false);
+    assert!(!ok && err.contains("asset 77") && err.contains("--replace"), "{err}");
+    // So is an asset with an unused token.
+    let (_, pending) = asset_token(&mut anon, 0).await;
+    let (ok, err) = provision(&out("c"), &pending.to_string(), false);
+    assert!(!ok && err.contains("1 unused enrolment token"), "{err}");
+
+    // Replacing revokes the old certificate and the new one is active.
+    let (ok, err) = provision(&out("d"), "77", true);
+    assert!(ok, "{err}");
+    let conn = rusqlite::Connection::open(server.data_dir().join(pkicore::DATABASE_NAME)).unwrap();
+    let statuses: Vec<(String, i32)> = conn
+        .prepare("SELECT status, revocation_reason FROM certificates WHERE kind = 'device' AND asset_id = 77 ORDER BY number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(statuses, vec![("revoked".to_owned(), 4), ("active".to_owned(), 0)]);
+}

@@ -57,6 +57,10 @@ async fn enrol_refresh_revoke_rotate() {
     // Refresh over mTLS with a new key: same identity.
     let creds = Credentials::from_pems(&key.to_pem(), &cert.pem_certificate, &cert.pem_certificate_chain).unwrap();
     let mut mtls = server.client(Some(&creds)).await;
+    let meta = mtls.get_certificate_metadata(GetCertificateMetadataRequest {}).await.unwrap().into_inner();
+    assert_eq!((meta.organization_id, meta.asset_id, meta.user_id), (1, Some(asset_id), None));
+    let e = anon.get_certificate_metadata(GetCertificateMetadataRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
     let (key2, csr2) = key_and_csr();
     let refreshed = mtls
         .refresh_certificate(RefreshCertificateRequest { pem_csr: csr2 })

@@ -82,5 +82,16 @@ async fn p256_device_enrols_with_a_stock_request_and_serves_mtls_to_the_cli() {
     let info = cli.run(&["device", "info", "--device", &device, "--json"]);
     info.expect_code(0);
     assert_eq!(info.json()["asset_id"], asset_id);
+
+    // The CLI knows which asset this address is: a device presenting
+    // another asset's certificate (here: a record that says otherwise) is
+    // refused, even though it chains to our CA.
+    let devices = cli.config_dir().join("devices.json");
+    let record = serde_json::json!({ "devices": { device.clone(): { "provisioned": true, "asset_id": asset_id + 1000 } } });
+    std::fs::write(&devices, record.to_string()).unwrap();
+    cli.run(&["device", "version", "--device", &device]).expect_code(6).expect_stderr(&["not the expected"]);
+    let record = serde_json::json!({ "devices": { device.clone(): { "provisioned": true, "asset_id": asset_id } } });
+    std::fs::write(&devices, record.to_string()).unwrap();
+    cli.run(&["device", "version", "--device", &device]).expect_code(0);
     assert!(agent.is_running());
 }

@@ -21,7 +21,7 @@ use crate::bundle::TrustBundle;
 use crate::crl::VerifiedCrl;
 use crate::fingerprint::Fingerprint;
 use crate::key::PrivateKey;
-use crate::verify::{Purpose, TrustStore, VerifyError};
+use crate::verify::{CertificateInfo, Purpose, TrustStore, VerifyError};
 use crate::Error;
 
 /// The ALPN protocol every WendyOS endpoint speaks (gRPC over HTTP/2).
@@ -117,6 +117,8 @@ fn to_rustls_error(e: &VerifyError) -> rustls::Error {
         VerifyError::WrongName(_) => CertificateError::NotValidForName,
         VerifyError::IssuerNotFound | VerifyError::PinMismatch(_) => CertificateError::UnknownIssuer,
         VerifyError::Invalid(_) => CertificateError::BadEncoding,
+        // Keep our message: "names X, not the expected Y" says what to do.
+        VerifyError::UnexpectedSubject { .. } => CertificateError::Other(rustls::OtherError(Arc::new(e.clone()))),
     };
     rustls::Error::InvalidCertificate(cert_error)
 }
@@ -317,12 +319,20 @@ impl ServerCertVerifier for PinnedCaServerVerifier {
 #[derive(Debug)]
 pub struct BundleServerVerifier {
     store: TrustStore,
+    expected_cn: Option<String>,
 }
 
 impl BundleServerVerifier {
     /// A verifier over `bundle`.
     pub fn new(bundle: TrustBundle) -> Self {
-        Self { store: TrustStore::new(bundle) }
+        Self { store: TrustStore::new(bundle), expected_cn: None }
+    }
+
+    /// Also requires the leaf's common name to be `cn` (a device whose
+    /// asset the client knows: `sh/wendy/<org>/<asset>`).
+    pub fn expecting_common_name(mut self, cn: String) -> Self {
+        self.expected_cn = Some(cn);
+        self
     }
 }
 
@@ -335,10 +345,16 @@ impl ServerCertVerifier for BundleServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.store
-            .verify(end_entity, intermediates, Purpose::ServerAuth, now)
-            .map(|_| ServerCertVerified::assertion())
-            .map_err(|e| to_rustls_error(&e))
+        self.store.verify(end_entity, intermediates, Purpose::ServerAuth, now).map_err(|e| to_rustls_error(&e))?;
+        if let Some(expected) = &self.expected_cn {
+            let info = CertificateInfo::from_der(end_entity)
+                .map_err(|e| to_rustls_error(&VerifyError::Invalid(e.to_string())))?;
+            if info.common_name.as_deref() != Some(expected.as_str()) {
+                let found = info.common_name.unwrap_or_default();
+                return Err(to_rustls_error(&VerifyError::UnexpectedSubject { found, expected: expected.clone() }));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
     }
 
     tls13_only_signature_checks!();

@@ -153,6 +153,15 @@ pub enum VerifyError {
     /// The server certificate does not name the expected host.
     #[error("server certificate is not valid for {0}")]
     WrongName(String),
+    /// The certificate names another subject than the one expected (a
+    /// device known to be another asset).
+    #[error("the certificate names {found:?}, not the expected {expected:?}")]
+    UnexpectedSubject {
+        /// The common name it has.
+        found: String,
+        /// The common name expected.
+        expected: String,
+    },
     /// No certificate in the presented chain has the pinned fingerprint.
     #[error("no certificate in the server's chain matches the pinned CA fingerprint {0}")]
     PinMismatch(String),

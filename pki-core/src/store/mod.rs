@@ -200,6 +200,26 @@ pub enum ConsumeOutcome {
     Unavailable,
 }
 
+/// What [`Store::insert_device_credential`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssetClaim {
+    /// Stored as record `number`; `replaced` lists the serials revoked.
+    Stored {
+        /// The new certificate's record number.
+        number: i32,
+        /// Serials of the certificates it superseded.
+        replaced: Vec<String>,
+    },
+    /// Nothing stored: the asset has these active certificates (serials)
+    /// and this many unused tokens.
+    InUse {
+        /// Active certificate serials.
+        certificates: Vec<String>,
+        /// Unused, unexpired tokens for the asset.
+        pending_tokens: usize,
+    },
+}
+
 /// Selects certificates to list.
 #[derive(Clone, Debug, Default)]
 pub struct CertFilter {
@@ -253,6 +273,20 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: marks the token used if it is unused and
     /// unexpired at `now`, and if so stores `cert`.
     fn consume_token_and_insert(&self, hash: &str, now: i64, cert: &CertRecord) -> Result<ConsumeOutcome, StoreError>;
+
+    /// Stores a device certificate for an asset id the caller chose (an
+    /// operator-provisioned credential), in one transaction: the asset id is
+    /// reserved (tokens are never given it or any lower id), and if the
+    /// asset already has an active certificate or an unused token, either
+    /// nothing happens ([`AssetClaim::InUse`]) or, with `replace`, those
+    /// certificates are revoked (superseded) and the tokens expired.
+    fn insert_device_credential(
+        &self,
+        cert: &CertRecord,
+        audit: &AuditEntry,
+        now: i64,
+        replace: bool,
+    ) -> Result<AssetClaim, StoreError>;
 
     /// The certificate a consumed token was issued, if any.
     fn token_certificate(&self, hash: &str) -> Result<Option<CertRecord>, StoreError>;

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use wendy_identity::role::Role;
 
 use super::{
-    ApiKeyRecord, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, MintedToken, NewToken,
+    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, MintedToken, NewToken,
     Store, StoreError, TokenKind, TokenRecord,
 };
 
@@ -561,6 +561,70 @@ impl Store for SqliteStore {
         insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(number)
+    }
+
+    fn insert_device_credential(
+        &self,
+        cert: &CertRecord,
+        audit: &AuditEntry,
+        now: i64,
+        replace: bool,
+    ) -> Result<AssetClaim, StoreError> {
+        /// RFC 5280 `superseded`.
+        const SUPERSEDED: i32 = 4;
+        let (org, asset) = (cert.organization_id, cert.asset_id);
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT INTO asset_sequence (organization_id, last_asset_id) VALUES (?1, ?2)
+             ON CONFLICT(organization_id) DO UPDATE SET last_asset_id = MAX(last_asset_id, excluded.last_asset_id)",
+        )?
+        .execute(params![org, asset])?;
+        let certificates = tx
+            .prepare_cached(
+                "SELECT id FROM certificates WHERE kind = 'device' AND organization_id = ?1 AND asset_id = ?2
+                 AND status = 'active' AND not_after > ?3 ORDER BY number",
+            )?
+            .query_map(params![org, asset, now], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let pending_tokens: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM tokens WHERE kind = 'asset' AND organization_id = ?1 AND asset_id = ?2
+                 AND used_at IS NULL AND expires_at > ?3",
+            )?
+            .query_row(params![org, asset, now], |r| r.get(0))?;
+        let pending_tokens = usize::try_from(pending_tokens).unwrap_or(usize::MAX);
+        if (!certificates.is_empty() || pending_tokens > 0) && !replace {
+            // The sequence bump stays: the id is reserved either way.
+            tx.commit()?;
+            return Ok(AssetClaim::InUse { certificates, pending_tokens });
+        }
+        tx.prepare_cached(
+            "UPDATE tokens SET expires_at = ?3 WHERE kind = 'asset' AND organization_id = ?1 AND asset_id = ?2
+             AND used_at IS NULL AND expires_at > ?3",
+        )?
+        .execute(params![org, asset, now])?;
+        for serial in &certificates {
+            tx.prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?2, revocation_reason = ?3, updated_at = ?2
+                 WHERE id = ?1",
+            )?
+            .execute(params![serial, now, SUPERSEDED])?;
+            insert_audit(
+                &tx,
+                &AuditEntry {
+                    at: now,
+                    event: "revoke".into(),
+                    actor: audit.actor.clone(),
+                    subject: serial.clone(),
+                    detail: format!("superseded by an operator-provisioned credential for org {org} asset {asset}"),
+                },
+            )?;
+        }
+        let number = insert_cert(&tx, cert)?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(AssetClaim::Stored { number, replaced: certificates })
     }
 
     fn certificate_serial(&self, number: i32) -> Result<Option<String>, StoreError> {

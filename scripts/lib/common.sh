@@ -23,6 +23,29 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# A line for the test summary scripts/test prints at its end (the file
+# $WENDY_TEST_SUMMARY, which it sets); logged as well.
+summary() {
+    log "$*"
+    [ -z "${WENDY_TEST_SUMMARY:-}" ] || printf '%s\n' "$*" >>"$WENDY_TEST_SUMMARY"
+}
+
+# A Python venv with exactly the given pinned PyPI packages (tools the
+# checks run: oelint-adv and kas, ruff). Reinstalled when the list changes.
+#   ensure_venv <dir> <package==version>...
+ensure_venv() {
+    local venv="$1" stamp="$1/.installed"
+    shift
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$*" ]; then
+        return 0
+    fi
+    log "installing $* into $venv (PyPI)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$*" >"$stamp"
+}
+
 # The release build of every host binary (wendy, pkicore, wendy-agent). The
 # fast tier, the QEMU tier and the demo all use this one command: a `-p`
 # build unifies dependency features differently and recompiles them.

@@ -23,6 +23,7 @@ CONF
 # MODULES=most finds by itself; with MODULES=list the only ones
 # (customize-hook.sh checks they are in).
 mkdir -p "$root/usr/share/initramfs-tools/modules.d"
+# shellcheck disable=SC2086 # split on purpose: one module a line
 printf '%s\n' $WENDY_INITRAMFS_MODULES >"$root/usr/share/initramfs-tools/modules.d/wendyos.conf"
 
 # The initramfs would be built once by the kernel's postinst and again by

@@ -27,6 +27,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# A line for the test summary scripts/test prints at its end (the file
+# $WENDY_TEST_SUMMARY, which it sets); logged as well.
+summary() {
+    log "$*"
+    [ -z "${WENDY_TEST_SUMMARY:-}" ] || printf '%s\n' "$*" >>"$WENDY_TEST_SUMMARY"
+}
+
 # A Python venv with exactly the given pinned PyPI packages (tools the
 # checks run: oelint-adv and kas, ruff). Reinstalled when the list changes.
 #   ensure_venv <dir> <package==version>...

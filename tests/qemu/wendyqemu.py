@@ -53,7 +53,7 @@ class Console:
             except OSError:
                 self.sock.close()
                 if time.monotonic() > deadline:
-                    raise GuestError(f"serial socket {path} did not appear")
+                    raise GuestError(f"serial socket {path} did not appear") from None
                 time.sleep(0.05)
         self.buf = bytearray()
         self.arrivals = []  # (offset where a chunk ends, monotonic arrival)
@@ -179,9 +179,9 @@ class Guest:
         log.close()
         try:
             self.console = Console(self.sock)
-        except GuestError:
+        except GuestError as e:
             self.kill()
-            raise GuestError("QEMU did not start:\n" + open(self.qemu_log).read()[-3000:])
+            raise GuestError("QEMU did not start:\n" + open(self.qemu_log).read()[-3000:]) from e
 
     def wait_login(self, timeout=300.0):
         """Wait for the autologin shell; record firmware and login times."""
@@ -259,7 +259,7 @@ class Guest:
             self.timings["poweroff_s"] = time.monotonic() - t0
         except (subprocess.TimeoutExpired, OSError):
             self.kill()
-            raise GuestError(f"guest did not power off within {timeout:.0f} s")
+            raise GuestError(f"guest did not power off within {timeout:.0f} s") from None
         finally:
             self.console.close()
 

@@ -3,7 +3,7 @@
 image/partitions.conf is the one definition of the GPT layout for both image
 builders: labels, file systems, types and order, and which board-config key
 holds each size. This module turns it into wic `part` lines for
-wic/wendyos-ab.wks.in; the sizes themselves reach bitbake as
+files/wic/wendyos-ab.wks.in; the sizes themselves reach bitbake as
 WENDYOS_PART_*_MIB (scripts/gen-kas writes them into the kas local.conf from
 the BOARD_PART_*_MIB keys named in the file).
 """

@@ -26,9 +26,9 @@ def rust_too_old(d):
         return ""
     if _version_tuple(configured) >= _version_tuple(needed):
         return ""
-    return ("needs Rust >= %s but RUSTVERSION is %s; on scarthgap add the "
-            "meta-lts-mixins scarthgap/rust layer "
-            "(docs/decisions/0040-yocto-rust-toolchain.md)" % (needed, configured))
+    return ("needs Rust >= %s but RUSTVERSION is %s; build on oe-core wrynose "
+            "or later (docs/decisions/0040-yocto-rust-toolchain.md)"
+            % (needed, configured))
 
 
 def partition_sizes_missing(d):

@@ -8,8 +8,7 @@ FILESEXTRAPATHS:prepend:wendyos := "${WENDYOS_SRC_DIR}/image/rootfs/etc/avahi:"
 SRC_URI:append:wendyos = " file://avahi-daemon.conf"
 
 do_install:append:wendyos() {
-    # scarthgap unpacks into WORKDIR, walnascar and later into UNPACKDIR.
-    install -m 0644 ${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}/avahi-daemon.conf \
+    install -m 0644 ${UNPACKDIR}/avahi-daemon.conf \
         ${D}${sysconfdir}/avahi/avahi-daemon.conf
     rm -f ${D}${sysconfdir}/avahi/services/*.service
 }

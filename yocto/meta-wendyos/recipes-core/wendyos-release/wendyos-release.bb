@@ -9,7 +9,7 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7ca
 
 # Nothing to fetch: both files are generated from metadata.
 SRC_URI = ""
-S = "${WORKDIR}/sources"
+S = "${UNPACKDIR}"
 
 # device-type differs per board.
 PACKAGE_ARCH = "${MACHINE_ARCH}"

@@ -14,8 +14,6 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7ca
 FILESEXTRAPATHS:prepend := "${WENDYOS_SRC_DIR}/image:"
 SRC_URI = "file://rootfs"
 
-# scarthgap unpacks into WORKDIR; walnascar and later into UNPACKDIR.
-UNPACKDIR ??= "${WORKDIR}"
 S = "${UNPACKDIR}/rootfs"
 
 INHIBIT_DEFAULT_DEPS = "1"

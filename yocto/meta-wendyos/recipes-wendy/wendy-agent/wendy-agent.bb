@@ -9,7 +9,7 @@ LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
 # Built from the repository checkout this layer lives in, not from a fetched
-# copy: see docs/decisions/0041-yocto-agent-from-checkout.md. externalsrc
+# copy: see docs/decisions/0041-yocto-builds-from-the-checkout.md. externalsrc
 # keeps the crate:// entries below, so do_fetch still downloads the crates.
 inherit externalsrc
 EXTERNALSRC = "${WENDYOS_SRC_DIR}"
@@ -41,9 +41,9 @@ export CARGO_PROFILE_RELEASE_STRIP = "false"
 # clang-native if bindgen becomes necessary. protoc is not needed either:
 # crates/proto compiles the .proto files with protox.
 
-# The locked crates need Rust >= 1.88 (tonic 0.14, time 0.3.55, rcgen 0.14).
-# scarthgap's own Rust is 1.75: add meta-lts-mixins scarthgap/rust
-# (docs/decisions/0040-yocto-rust-toolchain.md). Raise this with Cargo.lock.
+# The locked crates need Rust >= 1.88 (tonic 0.14, time 0.3.55, rcgen 0.14);
+# wrynose's oe-core has 1.94.1 (docs/decisions/0040-yocto-rust-toolchain.md).
+# Raise this with Cargo.lock.
 WENDY_AGENT_RUST_MIN ?= "1.88"
 
 SKIP_RECIPE[wendy-agent] = "${@wendyos.skip.rust_too_old(d)}"

@@ -55,19 +55,10 @@ pub fn write(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), WriteEr
 }
 
 /// [`write`], calling `step` between the steps (crash points).
-pub fn write_with(
-    path: &Path,
-    bytes: &[u8],
-    mode: Option<u32>,
-    step: &mut dyn FnMut(Step),
-) -> Result<(), WriteError> {
+pub fn write_with(path: &Path, bytes: &[u8], mode: Option<u32>, step: &mut dyn FnMut(Step)) -> Result<(), WriteError> {
     let tmp = temp_path(path);
     fn err<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
-        move |source| WriteError {
-            op,
-            path: p.to_path_buf(),
-            source,
-        }
+        move |source| WriteError { op, path: p.to_path_buf(), source }
     }
     let result = (|| {
         let mut options = OpenOptions::new();
@@ -79,8 +70,7 @@ pub fn write_with(
         if let Some(mode) = mode {
             // The mode given to open() is filtered by the umask and applies
             // only at creation; set it exactly.
-            f.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(err("chmod", &tmp))?;
+            f.set_permissions(fs::Permissions::from_mode(mode)).map_err(err("chmod", &tmp))?;
         }
         let (first, second) = bytes.split_at(bytes.len() / 2);
         f.write_all(first).map_err(err("write", &tmp))?;
@@ -111,13 +101,11 @@ pub fn sync_parent(path: &Path) -> Result<(), WriteError> {
 
 /// fsyncs a directory so renames and removals in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| WriteError {
-            op: "fsync directory",
-            path: dir.to_path_buf(),
-            source,
-        })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| WriteError {
+        op: "fsync directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -132,19 +120,8 @@ mod tests {
         let mut steps = Vec::new();
         write_with(&p, b"new contents", Some(0o600), &mut |s| steps.push(s)).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new contents");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            steps,
-            [
-                Step::MidTempWrite,
-                Step::AfterTempFsync,
-                Step::AfterRename,
-                Step::AfterDirFsync
-            ]
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(steps, [Step::MidTempWrite, Step::AfterTempFsync, Step::AfterRename, Step::AfterDirFsync]);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -93,19 +93,12 @@ impl Connected for PlainConn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo {
-            local_addr: self.stream.local_addr().ok(),
-            remote_addr: Some(self.peer),
-        }
+        TcpConnectInfo { local_addr: self.stream.local_addr().ok(), remote_addr: Some(self.peer) }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.preface_left > 0 {
             let start = HTTP2_PREFACE.len() - self.preface_left;
             let n = self.preface_left.min(buf.remaining());
@@ -120,11 +113,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -151,23 +140,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
 
 /// Accepts plaintext connections on `listener` under `limits`. `name`
 /// labels the refusal summaries.
-pub fn plaintext(
-    listener: TcpListener,
-    limits: Limits,
-    name: &'static str,
-) -> Accepting<PlainConn> {
+pub fn plaintext(listener: TcpListener, limits: Limits, name: &'static str) -> Accepting<PlainConn> {
     spawn_loop(listener, limits, name, |tcp, _| async move { Ok(tcp) })
 }
 
 /// Accepts TLS connections on `listener` under `limits`: each handshake
 /// runs in its own task within the handshake deadline, with rustls' buffers
 /// capped.
-pub fn tls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    limits: Limits,
-    name: &'static str,
-) -> Accepting<TlsConn> {
+pub fn tls(listener: TcpListener, acceptor: TlsAcceptor, limits: Limits, name: &'static str) -> Accepting<TlsConn> {
     let timeout = limits.handshake_timeout;
     let buffer = limits.tls_buffer_limit;
     spawn_loop(listener, limits, name, move |tcp, _| {
@@ -182,12 +162,7 @@ pub fn tls(
     })
 }
 
-fn spawn_loop<S, H, Fut>(
-    listener: TcpListener,
-    limits: Limits,
-    name: &'static str,
-    handshake: H,
-) -> Accepting<Conn<S>>
+fn spawn_loop<S, H, Fut>(listener: TcpListener, limits: Limits, name: &'static str, handshake: H) -> Accepting<Conn<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
@@ -254,10 +229,7 @@ where
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let permit = ConnPermit {
-                _global: global,
-                _peer: slot,
-            };
+            let permit = ConnPermit { _global: global, _peer: slot };
             let started = handshake(tcp, addr);
             let tx = tx.clone();
             let counters = Arc::clone(&counters);
@@ -270,12 +242,7 @@ where
                         return;
                     }
                 };
-                let mut conn = Conn {
-                    stream,
-                    peer: addr,
-                    preface_left: 0,
-                    _permit: permit,
-                };
+                let mut conn = Conn { stream, peer: addr, preface_left: 0, _permit: permit };
                 match tokio::time::timeout(preface_timeout, read_preface(&mut conn.stream)).await {
                     Ok(Ok(())) => conn.preface_left = HTTP2_PREFACE.len(),
                     Ok(Err(e)) => {
@@ -293,12 +260,7 @@ where
             });
         }
     });
-    Accepting {
-        incoming: ReceiverStream::new(rx),
-        task,
-        guard,
-        refusals,
-    }
+    Accepting { incoming: ReceiverStream::new(rx), task, guard, refusals }
 }
 
 async fn read_preface<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
@@ -307,10 +269,7 @@ async fn read_preface<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
     if &got == HTTP2_PREFACE {
         Ok(())
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the first bytes are not the HTTP/2 preface",
-        ))
+        Err(io::Error::new(io::ErrorKind::InvalidData, "the first bytes are not the HTTP/2 preface"))
     }
 }
 
@@ -344,11 +303,7 @@ mod tests {
     #[tokio::test]
     async fn stalled_preface_and_over_cap_are_dropped() {
         let (l, addr) = bound().await;
-        let limits = Limits {
-            max_connections: 2,
-            preface_timeout: Duration::from_millis(200),
-            ..Limits::default()
-        };
+        let limits = Limits { max_connections: 2, preface_timeout: Duration::from_millis(200), ..Limits::default() };
         let acc = plaintext(l, limits, "t");
         let mut a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
@@ -356,43 +311,28 @@ mod tests {
         // The third is over the cap: closed at once.
         let mut c = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0);
         // The half-preface is closed after the deadline.
-        let n = tokio::time::timeout(Duration::from_secs(2), a.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(2), a.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let counts = acc.refusals.take();
         assert!(counts.contains(&("over_capacity", 1)), "{counts:?}");
-        assert!(
-            counts.iter().any(|(k, _)| *k == "preface_timeout"),
-            "{counts:?}"
-        );
+        assert!(counts.iter().any(|(k, _)| *k == "preface_timeout"), "{counts:?}");
     }
 
     #[tokio::test]
     async fn per_peer_cap_frees_on_drop() {
         let (l, addr) = bound().await;
-        let limits = Limits {
-            max_connections_per_peer: 1,
-            ..Limits::default()
-        };
+        let limits = Limits { max_connections_per_peer: 1, ..Limits::default() };
         let mut acc = plaintext(l, limits, "t");
         let mut a = TcpStream::connect(addr).await.unwrap();
         a.write_all(HTTP2_PREFACE).await.unwrap();
         let conn = acc.incoming.next().await.unwrap().unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(2), b.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(2), b.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0, "second connection from the same peer is refused");
         drop(conn);
         let mut c = TcpStream::connect(addr).await.unwrap();

@@ -22,9 +22,7 @@ impl PeerKey {
                 Some(v4) => Self(IpAddr::V4(v4)),
                 None => {
                     let s = v6.segments();
-                    Self(IpAddr::V6(Ipv6Addr::new(
-                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-                    )))
+                    Self(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
                 }
             },
         }
@@ -65,20 +63,13 @@ impl Drop for PeerSlot {
 impl PeerSlot {
     /// Counts one handshake (or preface read) in progress against the peer.
     pub(crate) fn begin_handshake(&self) -> Result<HandshakeSlot, Refusal> {
-        let mut peers = self
-            .table
-            .peers
-            .lock()
-            .map_err(|_| Refusal::PeerTableFull)?;
+        let mut peers = self.table.peers.lock().map_err(|_| Refusal::PeerTableFull)?;
         let e = peers.get_mut(&self.key).ok_or(Refusal::PeerTableFull)?;
         if e.handshaking >= self.table.limits.max_handshakes_per_peer {
             return Err(Refusal::HandshakesBusy);
         }
         e.handshaking += 1;
-        Ok(HandshakeSlot {
-            table: Arc::clone(&self.table),
-            key: self.key,
-        })
+        Ok(HandshakeSlot { table: Arc::clone(&self.table), key: self.key })
     }
 }
 
@@ -101,10 +92,7 @@ impl Drop for HandshakeSlot {
 
 impl PeerTable {
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
-        Arc::new(Self {
-            limits,
-            peers: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Self { limits, peers: Mutex::new(HashMap::new()) })
     }
 
     /// Admits one new connection from `ip`, or says why not.
@@ -125,12 +113,7 @@ impl PeerTable {
                 return Err(Refusal::PeerTableFull);
             }
         }
-        let e = peers.entry(key).or_insert(Entry {
-            live: 0,
-            handshaking: 0,
-            tokens: burst,
-            last: now,
-        });
+        let e = peers.entry(key).or_insert(Entry { live: 0, handshaking: 0, tokens: burst, last: now });
         e.tokens = (e.tokens + now.duration_since(e.last).as_secs_f64() * rate).min(burst);
         e.last = now;
         if e.live >= l.max_connections_per_peer {
@@ -142,10 +125,7 @@ impl PeerTable {
         e.tokens -= 1.0;
         e.live += 1;
         drop(peers);
-        Ok(PeerSlot {
-            table: Arc::clone(self),
-            key,
-        })
+        Ok(PeerSlot { table: Arc::clone(self), key })
     }
 }
 
@@ -195,9 +175,6 @@ mod tests {
         let t = PeerTable::new(limits());
         let _a = t.admit("10.0.0.1".parse().unwrap()).unwrap();
         let _b = t.admit("10.0.0.2".parse().unwrap()).unwrap();
-        assert_eq!(
-            t.admit("10.0.0.3".parse().unwrap()).unwrap_err(),
-            Refusal::PeerTableFull
-        );
+        assert_eq!(t.admit("10.0.0.3".parse().unwrap()).unwrap_err(), Refusal::PeerTableFull);
     }
 }

@@ -60,11 +60,7 @@ pub struct Refusals {
 impl Refusals {
     /// Counters for the listener called `name` (used in the log line).
     pub fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            counts: Default::default(),
-            sample: Mutex::new(None),
-        }
+        Self { name, counts: Default::default(), sample: Mutex::new(None) }
     }
 
     /// Counts one refusal.
@@ -101,11 +97,7 @@ impl Refusals {
             return;
         }
         let total: u64 = counts.iter().map(|(_, n)| n).sum();
-        let detail = counts
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let detail = counts.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ");
         tracing::warn!(
             listener = self.name,
             total,
@@ -129,11 +121,7 @@ pub struct LogBudget {
 impl LogBudget {
     /// `burst` lines per `interval`.
     pub fn new(burst: u32, interval: Duration) -> Self {
-        Self {
-            interval,
-            burst,
-            state: Mutex::new((Instant::now(), 0, 0)),
-        }
+        Self { interval, burst, state: Mutex::new((Instant::now(), 0, 0)) }
     }
 
     /// Whether a line may be logged now. When an interval with suppressed
@@ -169,10 +157,7 @@ mod tests {
         r.count(Refusal::OverCapacity);
         r.count(Refusal::OverCapacity);
         r.count_with(Refusal::HandshakeFailed, || "bad".into());
-        assert_eq!(
-            r.take(),
-            vec![("over_capacity", 2), ("handshake_failed", 1)]
-        );
+        assert_eq!(r.take(), vec![("over_capacity", 2), ("handshake_failed", 1)]);
         assert!(r.take().is_empty());
     }
 

@@ -87,10 +87,7 @@ impl ReadError {
     /// Whether the file is hostile or unusable as such (a link, not a
     /// regular file, too large) and should be set aside.
     pub fn is_hostile(&self) -> bool {
-        matches!(
-            self,
-            Self::Symlink { .. } | Self::NotRegular { .. } | Self::TooLarge { .. }
-        )
+        matches!(self, Self::Symlink { .. } | Self::NotRegular { .. } | Self::TooLarge { .. })
     }
 }
 
@@ -124,29 +121,14 @@ pub fn open(path: &Path, limit: u64) -> Result<(File, u64), ReadError> {
         .map_err(|source| match source.raw_os_error() {
             Some(libc::ELOOP) => ReadError::Symlink { path: p() },
             Some(libc::ENOENT) => ReadError::NotFound { path: p() },
-            _ => ReadError::Io {
-                op: "open",
-                path: p(),
-                source,
-            },
+            _ => ReadError::Io { op: "open", path: p(), source },
         })?;
-    let meta = f.metadata().map_err(|source| ReadError::Io {
-        op: "fstat",
-        path: p(),
-        source,
-    })?;
+    let meta = f.metadata().map_err(|source| ReadError::Io { op: "fstat", path: p(), source })?;
     if !meta.file_type().is_file() {
-        return Err(ReadError::NotRegular {
-            path: p(),
-            kind: kind(meta.file_type()),
-        });
+        return Err(ReadError::NotRegular { path: p(), kind: kind(meta.file_type()) });
     }
     if meta.len() > limit {
-        return Err(ReadError::TooLarge {
-            path: p(),
-            size: meta.len(),
-            limit,
-        });
+        return Err(ReadError::TooLarge { path: p(), size: meta.len(), limit });
     }
     fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| ReadError::Io {
         op: "fcntl",
@@ -162,28 +144,20 @@ pub fn open(path: &Path, limit: u64) -> Result<(File, u64), ReadError> {
 pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let (f, size) = open(path, limit)?;
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    f.take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|source| ReadError::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+    f.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| ReadError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
     if out.len() as u64 > limit {
-        return Err(ReadError::TooLarge {
-            path: path.to_path_buf(),
-            size: out.len() as u64,
-            limit,
-        });
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), size: out.len() as u64, limit });
     }
     Ok(out)
 }
 
 /// [`read`] as UTF-8 text.
 pub fn read_to_string(path: &Path, limit: u64) -> Result<String, ReadError> {
-    String::from_utf8(read(path, limit)?).map_err(|_| ReadError::NotText {
-        path: path.to_path_buf(),
-    })
+    String::from_utf8(read(path, limit)?).map_err(|_| ReadError::NotText { path: path.to_path_buf() })
 }
 
 /// What [`set_aside`] did with a refused file.
@@ -266,14 +240,7 @@ mod tests {
         std::fs::write(&p, b"hello").unwrap();
         assert_eq!(read(&p, 5).unwrap(), b"hello");
         assert_eq!(read_to_string(&p, 10).unwrap(), "hello");
-        assert!(matches!(
-            read(&p, 4),
-            Err(ReadError::TooLarge {
-                size: 5,
-                limit: 4,
-                ..
-            })
-        ));
+        assert!(matches!(read(&p, 4), Err(ReadError::TooLarge { size: 5, limit: 4, .. })));
     }
 
     #[test]
@@ -284,15 +251,9 @@ mod tests {
         let start = Instant::now();
         let e = read(&p, 1024).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(1));
-        assert!(
-            matches!(e, ReadError::NotRegular { kind: "FIFO", .. }),
-            "{e}"
-        );
+        assert!(matches!(e, ReadError::NotRegular { kind: "FIFO", .. }), "{e}");
         assert!(e.is_hostile());
-        assert_eq!(
-            set_aside(&e),
-            Disposition::SetAside(dir.path().join("fifo.rejected"))
-        );
+        assert_eq!(set_aside(&e), Disposition::SetAside(dir.path().join("fifo.rejected")));
         assert!(std::fs::symlink_metadata(&p).is_err());
     }
 
@@ -305,21 +266,12 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let e = read(&link, 1024).unwrap_err();
         assert!(matches!(e, ReadError::Symlink { .. }), "{e}");
-        assert_eq!(
-            set_aside(&e),
-            Disposition::SetAside(dir.path().join("link.rejected"))
-        );
+        assert_eq!(set_aside(&e), Disposition::SetAside(dir.path().join("link.rejected")));
         // The link itself moved; its target is untouched.
         assert_eq!(std::fs::read(&target).unwrap(), b"s");
         let sub = dir.path().join("d");
         std::fs::create_dir(&sub).unwrap();
-        assert!(matches!(
-            read(&sub, 1024),
-            Err(ReadError::NotRegular {
-                kind: "directory",
-                ..
-            })
-        ));
+        assert!(matches!(read(&sub, 1024), Err(ReadError::NotRegular { kind: "directory", .. })));
         let missing = read(&dir.path().join("none"), 1).unwrap_err();
         assert!(matches!(missing, ReadError::NotFound { .. }) && !missing.is_hostile());
     }
@@ -332,17 +284,11 @@ mod tests {
         f.set_len(3 << 30).unwrap();
         let e = read(&p, 64 * 1024).unwrap_err();
         assert!(e.to_string().contains("65536-byte limit"), "{e}");
-        assert_eq!(
-            set_aside(&e),
-            Disposition::SetAside(dir.path().join("big.rejected"))
-        );
+        assert_eq!(set_aside(&e), Disposition::SetAside(dir.path().join("big.rejected")));
         // A second refusal of the same name does not overwrite the first.
         File::create(&p).unwrap().set_len(10).unwrap();
         let e = read(&p, 1).unwrap_err();
-        assert_eq!(
-            set_aside(&e),
-            Disposition::SetAside(dir.path().join("big.rejected-1"))
-        );
+        assert_eq!(set_aside(&e), Disposition::SetAside(dir.path().join("big.rejected-1")));
     }
 
     #[test]
@@ -355,9 +301,6 @@ mod tests {
             assert_eq!(read(&p, 64).unwrap().len(), n);
         }
         std::fs::write(&p, [0xff, 0xfe]).unwrap();
-        assert!(matches!(
-            read_to_string(&p, 64),
-            Err(ReadError::NotText { .. })
-        ));
+        assert!(matches!(read_to_string(&p, 64), Err(ReadError::NotText { .. })));
     }
 }

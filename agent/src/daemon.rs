@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use wendy_identity::bundle::TrustBundle;
 use wendy_identity::tls::{Credentials, WendyClientVerifier};
 use wendy_proto::agent::wendy_agent_service_server::WendyAgentServiceServer;
@@ -65,9 +64,15 @@ struct RunningServer {
 }
 
 impl RunningServer {
+    /// Whether the server and its accept loop are still running.
+    fn alive(&self) -> bool {
+        !self.join.is_finished() && self.accept.as_ref().is_some_and(|a| !a.is_finished())
+    }
+
     /// Closes the port now; after [`SHUTDOWN_GRACE`] the server shuts down
-    /// gracefully, and in-flight calls get [`DRAIN_TIMEOUT`] to finish.
-    fn stop(mut self) {
+    /// gracefully, and in-flight calls get [`DRAIN_TIMEOUT`] to finish. The
+    /// returned task ends when the server has (bounded by both).
+    fn stop(mut self) -> JoinHandle<()> {
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
@@ -82,9 +87,10 @@ impl RunningServer {
             drop(incoming);
             let abort = join.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, join).await.is_err() {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; cut off");
                 abort.abort();
             }
-        });
+        })
     }
 }
 
@@ -254,7 +260,7 @@ impl Daemon {
         self.advertise(true);
         crash::point("after-advertise");
         if let Mode::Unprovisioned(plaintext) = std::mem::replace(&mut *mode, Mode::Provisioned { server, tasks }) {
-            plaintext.stop();
+            drop(plaintext.stop());
         }
         tracing::info!(port = self.config.mtls_port(), "provisioned: serving mTLS only");
         systemd::notify_status("provisioned");
@@ -274,14 +280,14 @@ impl Daemon {
             tonic::Status::unavailable(format!("could not reopen plaintext on port {}: {e}; still provisioned", self.config.port))
         })?;
         if let Err(e) = state::remove(&self.config.config_dir) {
-            plaintext.stop();
+            drop(plaintext.stop());
             return Err(tonic::Status::internal(format!("could not remove the identity: {e}; still provisioned")));
         }
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.advertise(false);
         if let Mode::Provisioned { server, tasks } = std::mem::replace(&mut *mode, Mode::Unprovisioned(plaintext)) {
             tasks.iter().for_each(JoinHandle::abort);
-            server.stop();
+            drop(server.stop());
         }
         tracing::info!(port = self.config.port, "unprovisioned: identity removed, plaintext reopened");
         systemd::notify_status("unprovisioned");
@@ -338,7 +344,7 @@ impl Daemon {
         health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
         health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = Server::builder()
+        let router = wendy_net::server::builder()
             .add_service(health)
             .add_service(limit_agent(agent))
             .add_service(limit_prov(prov));
@@ -361,8 +367,17 @@ impl Daemon {
         credentials: &Credentials,
     ) -> Result<(RunningServer, Vec<JoinHandle<()>>), Error> {
         let bundle = TrustBundle::from_pem(&p.chain_pem)?;
-        let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(|e| {
-            tracing::warn!(reason = %e, "client certificate refused");
+        // A peer can cause these (after a handshake slot and a signature):
+        // a few lines per interval, the rest counted.
+        let budget = wendy_net::refusals::LogBudget::new(5, wendy_net::limits::REFUSAL_LOG_INTERVAL);
+        let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(move |e| {
+            let (log, suppressed) = budget.allow();
+            if suppressed > 0 {
+                tracing::warn!(suppressed, "client certificates refused without a log line in the last interval");
+            }
+            if log {
+                tracing::warn!(reason = %e, "client certificate refused");
+            }
         })));
         let cert = Arc::new(SwappableCert::new(credentials)?);
         let config = Arc::new(crate::tls::server_config(credentials, cert.clone(), verifier.clone())?);
@@ -375,7 +390,7 @@ impl Daemon {
         health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
         health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = Server::builder()
+        let router = wendy_net::server::builder()
             .layer(crate::authz::RoleLayer)
             .add_service(health)
             .add_service(limit_agent(agent))
@@ -397,16 +412,34 @@ impl Daemon {
         Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) }, tasks))
     }
 
-    /// Stops both servers (shutdown).
+    /// Stops the server (shutdown) and waits for its drain, at most
+    /// [`SHUTDOWN_GRACE`] + [`DRAIN_TIMEOUT`].
     pub async fn stop(&self) {
         let mut mode = self.mode.lock().await;
-        match std::mem::replace(&mut *mode, Mode::Starting) {
-            Mode::Unprovisioned(s) => s.stop(),
+        let drained = match std::mem::replace(&mut *mode, Mode::Starting) {
+            Mode::Unprovisioned(s) => Some(s.stop()),
             Mode::Provisioned { server, tasks } => {
                 tasks.iter().for_each(JoinHandle::abort);
-                server.stop();
+                Some(server.stop())
             }
-            Mode::Starting => {}
+            Mode::Starting => None,
+        };
+        drop(mode);
+        if let Some(drained) = drained {
+            let _ = drained.await;
+        }
+    }
+
+    /// Whether the current server and its accept loop are alive. While a
+    /// transition holds the lock (bounded by pki-core's call timeouts) the
+    /// answer is yes; after [`Daemon::stop`] it is no.
+    pub fn is_serving(&self) -> bool {
+        match self.mode.try_lock() {
+            Ok(mode) => match &*mode {
+                Mode::Unprovisioned(s) | Mode::Provisioned { server: s, .. } => s.alive(),
+                Mode::Starting => false,
+            },
+            Err(_) => true,
         }
     }
 }

@@ -61,12 +61,16 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     systemd::notify_ready();
-    systemd::spawn_watchdog();
+    let watched = std::sync::Arc::downgrade(&daemon);
+    systemd::spawn_watchdog(move || watched.upgrade().is_some_and(|d| d.is_serving()));
     wait_for_signal().await;
     tracing::info!("stopping");
     systemd::notify_stopping();
-    daemon.stop().await;
     daemon.withdraw();
+    // Waits for the drain (bounded by SHUTDOWN_GRACE + DRAIN_TIMEOUT) before
+    // the runtime is dropped.
+    daemon.stop().await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 

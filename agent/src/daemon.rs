@@ -344,7 +344,7 @@ impl Daemon {
         health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
         health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = wendy_net::server::builder()
+        let router = wendy_net::server::builder(wendy_net::limits::ServerLimits::DEVICE)
             .add_service(health)
             .add_service(limit_agent(agent))
             .add_service(limit_prov(prov));
@@ -368,10 +368,10 @@ impl Daemon {
     ) -> Result<(RunningServer, Vec<JoinHandle<()>>), Error> {
         let bundle = TrustBundle::from_pem(&p.chain_pem)?;
         // A peer can cause these (after a handshake slot and a signature):
-        // a few lines per interval, the rest counted.
-        let budget = wendy_net::refusals::LogBudget::new(5, wendy_net::limits::REFUSAL_LOG_INTERVAL);
+        // each reason once per interval, the repeats counted.
+        let budget = wendy_net::refusals::LogBudget::new(8, wendy_net::limits::REFUSAL_LOG_INTERVAL);
         let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(move |e| {
-            let (log, suppressed) = budget.allow();
+            let (log, suppressed) = budget.allow(&e.to_string());
             if suppressed > 0 {
                 tracing::warn!(suppressed, "client certificates refused without a log line in the last interval");
             }
@@ -390,7 +390,7 @@ impl Daemon {
         health_reporter.set_serving::<WendyAgentServiceServer<AgentService>>().await;
         health_reporter.set_serving::<WendyProvisioningServiceServer<ProvisioningService>>().await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = wendy_net::server::builder()
+        let router = wendy_net::server::builder(wendy_net::limits::ServerLimits::DEVICE)
             .layer(crate::authz::RoleLayer)
             .add_service(health)
             .add_service(limit_agent(agent))

@@ -118,12 +118,12 @@ pub fn incoming(listener: TcpListener, acceptor: Option<TlsAcceptor>) -> Incomin
     use futures::StreamExt;
     match acceptor {
         None => Box::pin(
-            wendy_net::listener::plaintext(listener, Limits::default(), "pkicore-frontend")
+            wendy_net::listener::plaintext(listener, Limits::service(), "pkicore-frontend")
                 .incoming
                 .map(|r| r.map(Conn::Plain)),
         ),
         Some(acceptor) => Box::pin(
-            wendy_net::listener::tls(listener, acceptor, Limits::default(), "pkicore-frontend")
+            wendy_net::listener::tls(listener, acceptor, Limits::service(), "pkicore-frontend")
                 .incoming
                 .map(|r| r.map(|c| Conn::Tls(Box::new(c)))),
         ),

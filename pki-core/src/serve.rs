@@ -93,7 +93,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     let socket_path = data_dir.join(crate::ADMIN_SOCKET_NAME);
     let admin_listener = crate::admin::bind_socket(&socket_path)?;
     let admin = Admin::new(Arc::clone(&engine));
-    let admin_server = wendy_net::server::builder()
+    let admin_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
         .add_service(CaAdminServiceServer::new(admin.clone()))
         .add_service(ApiKeyAdminServiceServer::new(admin.clone()))
         .add_service(
@@ -130,7 +130,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
         let config = wendy_identity::tls::server_config(&credentials, engine.verifier())?;
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     };
-    let frontend_server = wendy_net::server::builder()
+    let frontend_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
         .add_service(
             CertificateServiceServer::new(Frontend::new(Arc::clone(&engine), Exposure::Network))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -38,12 +38,64 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest pause after accept errors (EMFILE/ENFILE).
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Requests in flight per connection; excess gets RESOURCE_EXHAUSTED.
+/// Requests in flight per connection on a device; excess gets
+/// RESOURCE_EXHAUSTED.
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 32;
-/// Requests in flight per server; excess gets RESOURCE_EXHAUSTED.
+/// Requests in flight per server on a device; excess gets RESOURCE_EXHAUSTED.
 pub const MAX_REQUESTS_PER_SERVER: usize = 128;
-/// HTTP/2 streams a client may open at once on one connection.
+/// HTTP/2 streams a client may open at once on one connection to a device.
 pub const MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// pki-core serves a fleet, often from behind one NAT address, and clients
+/// multiplex many calls on one channel: its caps are wider (see
+/// [`Limits::service`] and [`ServerLimits::SERVICE`]).
+pub mod service {
+    /// Open connections per listener.
+    pub const MAX_CONNECTIONS: usize = 2048;
+    /// Open connections per peer.
+    pub const MAX_CONNECTIONS_PER_PEER: usize = 512;
+    /// Handshakes in progress per listener.
+    pub const MAX_HANDSHAKES: usize = 64;
+    /// Handshakes in progress per peer.
+    pub const MAX_HANDSHAKES_PER_PEER: usize = 32;
+    /// New connections per peer per second, sustained.
+    pub const PEER_CONNECTIONS_PER_SEC: u32 = 200;
+    /// New connections per peer in a burst.
+    pub const PEER_CONNECTION_BURST: u32 = 400;
+    /// Requests in flight per connection.
+    pub const MAX_REQUESTS_PER_CONNECTION: usize = 256;
+    /// Requests in flight per server.
+    pub const MAX_REQUESTS_PER_SERVER: usize = 1024;
+    /// HTTP/2 streams per connection.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+}
+
+/// The request and stream caps of one tonic server ([`crate::server::builder`]).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// Requests in flight per connection.
+    pub requests_per_connection: usize,
+    /// Requests in flight per server.
+    pub requests_per_server: usize,
+    /// HTTP/2 streams per connection.
+    pub concurrent_streams: u32,
+}
+
+impl ServerLimits {
+    /// A device (the agent).
+    pub const DEVICE: Self = Self {
+        requests_per_connection: MAX_REQUESTS_PER_CONNECTION,
+        requests_per_server: MAX_REQUESTS_PER_SERVER,
+        concurrent_streams: MAX_CONCURRENT_STREAMS,
+    };
+    /// A fleet service (pki-core).
+    pub const SERVICE: Self = Self {
+        requests_per_connection: service::MAX_REQUESTS_PER_CONNECTION,
+        requests_per_server: service::MAX_REQUESTS_PER_SERVER,
+        concurrent_streams: service::MAX_CONCURRENT_STREAMS,
+    };
+}
 /// Largest HTTP/2 header list accepted.
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Largest HTTP/2 frame accepted (the protocol minimum).
@@ -73,8 +125,8 @@ pub const RESERVED_DESCRIPTORS: usize = 512;
 /// sets `LimitNOFILE=` to exactly this.
 pub const LIMIT_NOFILE: usize = LISTENERS_PER_PROCESS * MAX_CONNECTIONS + RESERVED_DESCRIPTORS;
 
-/// The caps one listener applies. [`Limits::default`] is the constants above;
-/// tests may shrink them.
+/// The caps one listener applies. [`Limits::default`] is a device's (the
+/// constants above), [`Limits::service`] pki-core's; tests may shrink them.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Limits {
@@ -116,6 +168,21 @@ impl Default for Limits {
             preface_timeout: PREFACE_TIMEOUT,
             tls_buffer_limit: TLS_BUFFER_LIMIT,
             refusal_log_interval: REFUSAL_LOG_INTERVAL,
+        }
+    }
+}
+
+impl Limits {
+    /// A fleet service's listener (pki-core): see [`service`].
+    pub fn service() -> Self {
+        Self {
+            max_connections: service::MAX_CONNECTIONS,
+            max_connections_per_peer: service::MAX_CONNECTIONS_PER_PEER,
+            max_handshakes: service::MAX_HANDSHAKES,
+            max_handshakes_per_peer: service::MAX_HANDSHAKES_PER_PEER,
+            peer_connections_per_sec: service::PEER_CONNECTIONS_PER_SEC,
+            peer_connection_burst: service::PEER_CONNECTION_BURST,
+            ..Self::default()
         }
     }
 }

@@ -108,40 +108,50 @@ impl Refusals {
     }
 }
 
-/// A log budget: at most `burst` lines per `interval`; the rest are counted
-/// and reported as one line when the next interval starts. For events that a
-/// peer can cause (a refused client certificate).
+/// A log budget for events that a peer can cause (a refused client
+/// certificate): each distinct reason is logged once per `interval`, at most
+/// `burst` reasons per interval; repeats are counted and reported as one
+/// number when the next interval starts.
 #[derive(Debug)]
 pub struct LogBudget {
     interval: Duration,
-    burst: u32,
-    state: Mutex<(Instant, u32, u64)>,
+    burst: usize,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    started: Instant,
+    seen: Vec<String>,
+    suppressed: u64,
 }
 
 impl LogBudget {
-    /// `burst` lines per `interval`.
-    pub fn new(burst: u32, interval: Duration) -> Self {
-        Self { interval, burst, state: Mutex::new((Instant::now(), 0, 0)) }
+    /// At most `burst` distinct reasons per `interval`.
+    pub fn new(burst: usize, interval: Duration) -> Self {
+        Self {
+            interval,
+            burst,
+            state: Mutex::new(BudgetState { started: Instant::now(), seen: Vec::new(), suppressed: 0 }),
+        }
     }
 
-    /// Whether a line may be logged now. When an interval with suppressed
-    /// lines has ended, returns how many were suppressed too, so the caller
-    /// can say so.
-    pub fn allow(&self) -> (bool, u64) {
-        let Ok(mut s) = self.state.lock() else {
-            return (false, 0);
-        };
+    /// Whether a line about `reason` may be logged now. When an interval
+    /// with suppressed lines has ended, also returns how many were
+    /// suppressed, so the caller can say so.
+    pub fn allow(&self, reason: &str) -> (bool, u64) {
+        let Ok(mut s) = self.state.lock() else { return (false, 0) };
         let now = Instant::now();
         let mut suppressed = 0;
-        if now.duration_since(s.0) >= self.interval {
-            suppressed = s.2;
-            *s = (now, 0, 0);
+        if now.duration_since(s.started) >= self.interval {
+            suppressed = s.suppressed;
+            *s = BudgetState { started: now, seen: Vec::new(), suppressed: 0 };
         }
-        if s.1 < self.burst {
-            s.1 += 1;
+        if s.seen.len() < self.burst && !s.seen.iter().any(|r| r == reason) {
+            s.seen.push(reason.to_owned());
             (true, suppressed)
         } else {
-            s.2 += 1;
+            s.suppressed += 1;
             (false, suppressed)
         }
     }
@@ -164,8 +174,9 @@ mod tests {
     #[test]
     fn budget_suppresses_after_burst() {
         let b = LogBudget::new(2, Duration::from_secs(3600));
-        assert!(b.allow().0);
-        assert!(b.allow().0);
-        assert!(!b.allow().0);
+        assert!(b.allow("a").0);
+        assert!(!b.allow("a").0);
+        assert!(b.allow("b").0);
+        assert!(!b.allow("c").0);
     }
 }

@@ -13,21 +13,21 @@ use crate::limits::*;
 pub type LimitedServer = Server<Stack<GlobalConcurrencyLimitLayer, Identity>>;
 
 /// A `Server` with every limit set:
-/// - requests: per connection [`MAX_REQUESTS_PER_CONNECTION`] and per server
-///   [`MAX_REQUESTS_PER_SERVER`], excess shed with RESOURCE_EXHAUSTED (nothing
-///   queues), [`REQUEST_TIMEOUT`];
-/// - HTTP/2: [`MAX_CONCURRENT_STREAMS`], [`MAX_HEADER_LIST_BYTES`],
+/// - requests: per connection and per server as `limits` says
+///   ([`ServerLimits::DEVICE`] or [`ServerLimits::SERVICE`]), excess shed with
+///   RESOURCE_EXHAUSTED (nothing queues), [`REQUEST_TIMEOUT`];
+/// - HTTP/2: streams per connection as `limits` says, [`MAX_HEADER_LIST_BYTES`],
 ///   [`MAX_FRAME_BYTES`], reset-stream caps, keepalive PINGs (a dead peer is
 ///   closed after [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`]) and
 ///   [`MAX_CONNECTION_AGE`] (a live but idle one gets GOAWAY).
 ///
 /// Message-size limits stay per service (`max_decoding_message_size`).
-pub fn builder() -> LimitedServer {
+pub fn builder(limits: ServerLimits) -> LimitedServer {
     Server::builder()
-        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
+        .concurrency_limit_per_connection(limits.requests_per_connection)
         .load_shed(true)
         .timeout(REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(limits.concurrent_streams)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
@@ -36,5 +36,5 @@ pub fn builder() -> LimitedServer {
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
-        .layer(GlobalConcurrencyLimitLayer::new(MAX_REQUESTS_PER_SERVER))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.requests_per_server))
 }

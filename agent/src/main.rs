@@ -61,6 +61,7 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     systemd::notify_ready();
+    systemd::spawn_heap_trim(systemd::HEAP_TRIM_INTERVAL);
     let watched = std::sync::Arc::downgrade(&daemon);
     systemd::spawn_watchdog(move || watched.upgrade().is_some_and(|d| d.is_serving()));
     wait_for_signal().await;

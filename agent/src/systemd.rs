@@ -100,3 +100,31 @@ pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) {
         }
     });
 }
+
+/// How often [`spawn_heap_trim`] trims the heap.
+pub const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every `period`, hands heap pages freed since the last call back to the
+/// kernel (glibc keeps them otherwise): after a connection flood the RSS
+/// returns to what the live state needs. A no-op without glibc.
+pub fn spawn_heap_trim(period: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            trim_heap();
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim(3) takes no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}

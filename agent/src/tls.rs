@@ -65,6 +65,10 @@ pub fn server_config(
 ) -> Result<ServerConfig, Error> {
     let mut config = wendy_identity::tls::server_config(credentials, verifier)?;
     config.cert_resolver = cert;
+    // Each stored session holds the client's certificate chain (ML-DSA: kB
+    // each); rustls' default of 256 entries is megabytes on a device.
+    config.session_storage =
+        rustls::server::ServerSessionMemoryCache::new(wendy_net::limits::TLS_SESSION_CACHE_ENTRIES);
     Ok(config)
 }
 

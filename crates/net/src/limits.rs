@@ -31,6 +31,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 /// rustls' buffer limit per TLS connection (plaintext and ciphertext).
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+/// TLS sessions a device's server keeps for resumption (rustls' default is
+/// 256; each holds the client's certificate chain).
+pub const TLS_SESSION_CACHE_ENTRIES: usize = 32;
 /// How often refusals are summarised in the log (one line per interval).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// First pause after an accept error; doubled while errors last.

@@ -65,24 +65,12 @@ pub fn normalize_host(cloud_host: &str) -> Result<String, ChannelError> {
         .or_else(|| trimmed.strip_prefix("http://"))
         .unwrap_or(trimmed)
         .trim_end_matches('/');
-    if rest.is_empty() || rest.len() > 300 || rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    if rest.len() > 300 {
         return Err(bad());
     }
-    let uri: Uri = format!("http://{rest}").parse().map_err(|_| bad())?;
-    let authority = uri.authority().ok_or_else(bad)?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return Err(bad());
-    }
-    // The text after the last ':' outside IPv6 brackets is the port.
-    let port_text = rest.rsplit_once(':').filter(|(h, _)| !h.ends_with('[') && !rest.ends_with(']')).map(|(_, p)| p);
-    let port = match port_text {
-        Some(p) => p.parse::<u16>().map_err(|_| bad())?,
-        None => wendy_proto::contract::DEFAULT_PKICORE_PORT,
-    };
-    if port == 0 {
-        return Err(bad());
-    }
-    Ok(format!("{}:{port}", authority.host()))
+    wendy_net::addr::HostPort::parse(rest, wendy_proto::contract::DEFAULT_PKICORE_PORT)
+        .map(|a| a.to_string())
+        .map_err(|_| bad())
 }
 
 /// A channel to pki-core at `cloud_host`.
@@ -106,8 +94,8 @@ pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel
                         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
                         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                         tcp.set_nodelay(true)?;
-                        let name = ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME)
-                            .map_err(std::io::Error::other)?;
+                        let name =
+                            ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME).map_err(std::io::Error::other)?;
                         let tls = connector.connect(name, tcp).await?;
                         Ok::<_, std::io::Error>(TokioIo::new(tls))
                     }

@@ -131,6 +131,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     };
     let frontend_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
+        .layer(crate::auth::throttle::AuthThrottleLayer::new(wendy_net::limits::REFUSAL_LOG_INTERVAL))
         .add_service(
             CertificateServiceServer::new(Frontend::new(Arc::clone(&engine), Exposure::Network))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -11,10 +11,12 @@
 //! - [`safe_read`]: reading files an attacker may have planted (FIFOs,
 //!   symlinks, huge files) without blocking, following or exhausting memory.
 //! - [`atomic_write`]: temp file, fsync, rename, fsync the directory.
+//! - [`addr`]: the one `HOST[:PORT]` grammar.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod atomic_write;
 pub mod limits;
 pub mod listener;

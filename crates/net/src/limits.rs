@@ -19,9 +19,9 @@ pub const MAX_HANDSHAKES: usize = 16;
 /// hold every slot of [`MAX_HANDSHAKES`].
 pub const MAX_HANDSHAKES_PER_PEER: usize = 4;
 /// New connections a peer may open per second, sustained.
-pub const PEER_CONNECTIONS_PER_SEC: u32 = 20;
+pub const PEER_CONNECTIONS_PER_SEC: u32 = 50;
 /// New connections a peer may open in a burst.
-pub const PEER_CONNECTION_BURST: u32 = 40;
+pub const PEER_CONNECTION_BURST: u32 = 100;
 /// Peers tracked at once (live or recently seen); bounds the peer table.
 pub const MAX_TRACKED_PEERS: usize = 4096;
 /// How long a client may take to complete its TLS handshake.

@@ -190,16 +190,12 @@ impl Limits {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptor_budget_covers_the_caps() {
-        assert!(LIMIT_NOFILE >= LISTENERS_PER_PROCESS * MAX_CONNECTIONS + RESERVED_DESCRIPTORS);
-        assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
-        assert!(MAX_HANDSHAKES < MAX_CONNECTIONS);
-        assert!(MAX_HANDSHAKES_PER_PEER < MAX_HANDSHAKES);
-        assert!(PEER_CONNECTION_BURST >= PEER_CONNECTIONS_PER_SEC);
-    }
-}
+// The caps are consistent with each other, checked when the crate builds.
+const _: () = {
+    assert!(LIMIT_NOFILE >= LISTENERS_PER_PROCESS * MAX_CONNECTIONS + RESERVED_DESCRIPTORS);
+    assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
+    assert!(MAX_HANDSHAKES < MAX_CONNECTIONS);
+    assert!(MAX_HANDSHAKES_PER_PEER < MAX_HANDSHAKES);
+    assert!(PEER_CONNECTION_BURST >= PEER_CONNECTIONS_PER_SEC);
+    assert!(service::MAX_HANDSHAKES_PER_PEER < service::MAX_HANDSHAKES);
+};

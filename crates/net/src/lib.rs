@@ -12,12 +12,15 @@
 //!   symlinks, huge files) without blocking, following or exhausting memory.
 //! - [`atomic_write`]: temp file, fsync, rename, fsync the directory.
 //! - [`addr`]: the one `HOST[:PORT]` grammar.
+//! - [`connect`]: client channels with their connect, handshake and call
+//!   timeouts.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod addr;
 pub mod atomic_write;
+pub mod connect;
 pub mod limits;
 pub mod listener;
 mod peers;

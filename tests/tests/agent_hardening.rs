@@ -410,7 +410,10 @@ async fn hostile_files_never_hang_or_bloat_the_agent() {
     }
     let log = agent.log_text();
     assert!(log.contains("larger than the 65536-byte limit"), "{log}");
-    agent.stop();
+    // SIGTERM: the agent drains (bounded) and exits cleanly.
+    let status = agent.stop().expect("exit status");
+    assert!(status.success(), "{status:?}");
+    assert!(agent.log_text().contains("stopped"), "{}", agent.log_text());
 
     // A credential seed whose key is a FIFO and whose certificate is huge.
     let cred = agent.seed_dir.join("credential");

@@ -334,7 +334,7 @@ impl Daemon {
 
     async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
         let addr = SocketAddr::new(self.config.bind, port);
-        TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+        wendy_net::listener::bind(addr).map_err(|source| Error::Bind { addr, source })
     }
 
     async fn start_plaintext(&self) -> Result<RunningServer, Error> {

@@ -31,6 +31,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 /// rustls' buffer limit per TLS connection (plaintext and ciphertext).
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+/// listen(2) backlog: a burst of connections (a flood) must not overflow the
+/// accept queue and drop a legitimate client's SYN (a 1 s retransmit). The
+/// kernel caps it at `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// TLS sessions a device's server keeps for resumption (rustls' default is
 /// 256; each holds the client's certificate chain).
 pub const TLS_SESSION_CACHE_ENTRIES: usize = 32;

@@ -138,6 +138,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     }
 }
 
+/// Binds a TCP listener on `addr` with `SO_REUSEADDR` and a
+/// [`LISTEN_BACKLOG`](crate::limits::LISTEN_BACKLOG) accept queue.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(crate::limits::LISTEN_BACKLOG)
+}
+
 /// Accepts plaintext connections on `listener` under `limits`. `name`
 /// labels the refusal summaries.
 pub fn plaintext(listener: TcpListener, limits: Limits, name: &'static str) -> Accepting<PlainConn> {

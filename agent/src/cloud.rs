@@ -9,19 +9,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::tls::{client_config, Credentials, PinnedCaServerVerifier};
 use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
 use wendy_proto::pkicore::crl_service_client::CrlServiceClient;
 use wendy_proto::MAX_MESSAGE_BYTES;
 
-/// How long connecting to pki-core may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to pki-core may take (TCP, then TLS).
+pub const CONNECT_TIMEOUT: Duration = wendy_net::connect::CONNECT_TIMEOUT;
 /// How long one call to pki-core may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = wendy_net::connect::CALL_TIMEOUT;
 
 /// How the device protects its connection to pki-core.
 pub enum Security<'a> {
@@ -75,56 +74,29 @@ pub fn normalize_host(cloud_host: &str) -> Result<String, ChannelError> {
         .or_else(|| trimmed.strip_prefix("http://"))
         .unwrap_or(trimmed)
         .trim_end_matches('/');
-    if rest.is_empty() || rest.len() > 300 || rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    if rest.len() > 300 {
         return Err(bad());
     }
-    let uri: Uri = format!("http://{rest}").parse().map_err(|_| bad())?;
-    let authority = uri.authority().ok_or_else(bad)?;
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return Err(bad());
-    }
-    // The text after the last ':' outside IPv6 brackets is the port.
-    let port_text = rest.rsplit_once(':').filter(|(h, _)| !h.ends_with('[') && !rest.ends_with(']')).map(|(_, p)| p);
-    let port = match port_text {
-        Some(p) => p.parse::<u16>().map_err(|_| bad())?,
-        None => wendy_proto::contract::DEFAULT_PKICORE_PORT,
-    };
-    if port == 0 {
-        return Err(bad());
-    }
-    Ok(format!("{}:{port}", authority.host()))
+    wendy_net::addr::HostPort::parse(rest, wendy_proto::contract::DEFAULT_PKICORE_PORT)
+        .map(|a| a.to_string())
+        .map_err(|_| bad())
 }
 
 /// A channel to pki-core at `cloud_host`.
 pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel, ChannelError> {
     let host = normalize_host(cloud_host)?;
-    let endpoint = Endpoint::from_shared(format!("http://{host}"))
-        .map_err(|_| ChannelError::BadHost(host.clone()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+    let addr = wendy_net::addr::HostPort::parse(&host, wendy_proto::contract::DEFAULT_PKICORE_PORT)
+        .map_err(|_| ChannelError::BadHost(host.clone()))?;
     let mut pinned = String::new();
     let result = match security {
-        Security::Plaintext => endpoint.connect().await,
+        Security::Plaintext => wendy_net::connect::plaintext(&addr).await,
         Security::Pinned { pins, client } => {
             pinned = pins.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
             let verifier = Arc::new(PinnedCaServerVerifier::any_of(pins, Some(wendy_identity::PKICORE_SERVER_NAME)));
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(verifier, client)?));
-            endpoint
-                .connect_with_connector(tower::service_fn(move |uri: Uri| {
-                    let connector = connector.clone();
-                    async move {
-                        let authority = uri.authority().ok_or_else(|| std::io::Error::other("no authority"))?;
-                        let port = authority.port_u16().unwrap_or(wendy_proto::contract::DEFAULT_PKICORE_PORT);
-                        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                        tcp.set_nodelay(true)?;
-                        let name = ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME)
-                            .map_err(std::io::Error::other)?;
-                        let tls = connector.connect(name, tcp).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(tls))
-                    }
-                }))
-                .await
+            let config = Arc::new(client_config(verifier, client)?);
+            let name = ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME)
+                .map_err(|e| ChannelError::Tls(wendy_identity::Error::Tls(e.to_string())))?;
+            wendy_net::connect::tls(&addr, config, name).await
         }
     };
     result.map_err(|e| {
@@ -138,6 +110,9 @@ pub async fn connect(cloud_host: &str, security: Security<'_>) -> Result<Channel
 
 /// Whether `e` failed because the server's certificate was refused.
 fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(dial) = wendy_net::connect::dial_error(e) {
+        return matches!(dial.rustls(), Some(rustls::Error::InvalidCertificate(_)));
+    }
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
         let tls = err

@@ -19,7 +19,7 @@
 //! files stay as they are and the device comes up unprovisioned. Neither the
 //! passphrase nor the key is ever logged.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::SecretString;
@@ -85,29 +85,34 @@ pub fn present(seed_dir: &Path) -> bool {
 /// Imports the credential seed in `seed_dir` into `config_dir`.
 pub fn import(seed_dir: &Path, config_dir: &Path) -> Result<Outcome, SeedError> {
     let dir = seed_dir.join(SEED_DIR);
-    if !dir.is_dir() {
-        return Ok(Outcome::Absent);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(SeedError::Incomplete(format!(
+                "{} is not a directory (a link or a file); not followed",
+                dir.display()
+            )))
+        }
+        Err(_) => return Ok(Outcome::Absent),
     }
     if config_dir.join(state::PROVISIONING_FILE).exists() {
         return Ok(Outcome::AlreadyProvisioned);
     }
     let conf_path = seed_dir.join(CONF_FILE);
-    let conf = Zeroizing::new(
-        read_text(&conf_path)
-            .map_err(|_| SeedError::Incomplete(format!("{} with a [{SECTION}] section is missing", conf_path.display())))?,
-    );
+    let conf = Zeroizing::new(read_text(&conf_path).map_err(|_| {
+        SeedError::Incomplete(format!("{} with a [{SECTION}] section is missing", conf_path.display()))
+    })?);
     let value = |key: &str| {
         crate::firstboot::ini_value(&conf, SECTION, key)
             .map(Zeroizing::new)
             .ok_or_else(|| SeedError::Incomplete(format!("{CONF_FILE} [{SECTION}] has no {key}=")))
     };
-    let id = |key: &str| -> Result<i32, SeedError> {
-        value(key)?
-            .parse::<i32>()
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| SeedError::Incomplete(format!("{CONF_FILE} [{SECTION}] {key}= is not a positive integer")))
-    };
+    let id =
+        |key: &str| -> Result<i32, SeedError> {
+            value(key)?.parse::<i32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                SeedError::Incomplete(format!("{CONF_FILE} [{SECTION}] {key}= is not a positive integer"))
+            })
+        };
     let passphrase = value("passphrase")?;
     let cloud_host = value("cloud_host")?.to_string();
     let (org_id, asset_id) = (id("organization_id")?, id("asset_id")?);
@@ -117,7 +122,15 @@ pub fn import(seed_dir: &Path, config_dir: &Path) -> Result<Outcome, SeedError> 
     let chain_pem = read_text(&dir.join(CHAIN_FILE))?;
     let key_pem = decrypt(age_file.as_bytes(), &passphrase)?;
 
-    let p = Provisioning { enrolled: true, cloud_host, org_id, asset_id, key_pem: key_pem.to_string(), cert_pem, chain_pem };
+    let p = Provisioning {
+        enrolled: true,
+        cloud_host,
+        org_id,
+        asset_id,
+        key_pem: key_pem.to_string(),
+        cert_pem,
+        chain_pem,
+    };
     let cn = wendy_identity::profile::device_common_name(org_id, asset_id);
     crate::enroll::check_identity(&p, Some(&cn))?;
     state::store(config_dir, &p)?;
@@ -143,15 +156,14 @@ fn imported_path(path: &Path) -> PathBuf {
     }
 }
 
+/// Reads a seed file through [`crate::firstboot::read_seed`] (regular file,
+/// not a link, at most [`MAX_FILE_BYTES`]; a hostile one is set aside).
 fn read_text(path: &Path) -> Result<String, crate::Error> {
-    let io = |e| crate::Error::io("read", path, e);
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut s = String::new();
-    f.take(MAX_FILE_BYTES + 1).read_to_string(&mut s).map_err(io)?;
-    if s.len() as u64 > MAX_FILE_BYTES {
-        return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidData, "file is too large")));
-    }
-    Ok(s)
+    let bytes = crate::firstboot::read_seed(path, MAX_FILE_BYTES)?
+        .ok_or_else(|| crate::Error::io("read", path, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    String::from_utf8(bytes).map_err(|_| {
+        crate::Error::io("read", path, std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+    })
 }
 
 /// Decrypts an armored (or binary) age scrypt file to the key PEM.
@@ -168,27 +180,16 @@ pub fn decrypt(file: &[u8], passphrase: &str) -> Result<Zeroizing<String>, SeedE
     })?;
     let mut out = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut out).map_err(|e| bad(&e))?;
-    let text = std::str::from_utf8(&out).map_err(|_| SeedError::Decrypt(format!("{KEY_FILE} does not hold a PEM key")))?;
+    let text =
+        std::str::from_utf8(&out).map_err(|_| SeedError::Decrypt(format!("{KEY_FILE} does not hold a PEM key")))?;
     Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// Rewrites `wendy.conf` without the `[credential] passphrase=` line
-/// (temp file, fsync, rename; no chmod, the partition may be FAT).
+/// (atomically; no chmod, the partition may be FAT).
 fn scrub_passphrase(conf_path: &Path, text: &str) -> Result<(), crate::Error> {
-    let scrubbed = without_passphrase(text);
-    let mut tmp_name = conf_path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.{}", std::process::id(), state::TEMP_SUFFIX));
-    let tmp = conf_path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| crate::Error::io("create", &tmp, e))?;
-        f.write_all(scrubbed.as_bytes()).map_err(|e| crate::Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| crate::Error::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, conf_path).map_err(|e| crate::Error::io("rename", &tmp, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let scrubbed = Zeroizing::new(without_passphrase(text));
+    wendy_net::atomic_write::write(conf_path, scrubbed.as_bytes(), None).map_err(state::write_error)
 }
 
 /// `text` minus `passphrase=` lines of the `[credential]` section.
@@ -211,6 +212,7 @@ pub fn without_passphrase(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn encrypt(plain: &[u8], pass: &str) -> Vec<u8> {
         let mut r = age::scrypt::Recipient::new(SecretString::from(pass.to_owned()));

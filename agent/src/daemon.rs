@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use wendy_identity::bundle::TrustBundle;
 use wendy_identity::tls::{Credentials, WendyClientVerifier};
 use wendy_proto::agent::wendy_agent_service_server::WendyAgentServiceServer;
@@ -71,9 +70,15 @@ struct RunningServer {
 }
 
 impl RunningServer {
+    /// Whether the server and its accept loop are still running.
+    fn alive(&self) -> bool {
+        !self.join.is_finished() && self.accept.as_ref().is_some_and(|a| !a.is_finished())
+    }
+
     /// Closes the port now; after [`SHUTDOWN_GRACE`] the server shuts down
-    /// gracefully, and in-flight calls get [`DRAIN_TIMEOUT`] to finish.
-    fn stop(mut self) {
+    /// gracefully, and in-flight calls get [`DRAIN_TIMEOUT`] to finish. The
+    /// returned task ends when the server has (bounded by both).
+    fn stop(mut self) -> JoinHandle<()> {
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
@@ -88,9 +93,10 @@ impl RunningServer {
             drop(incoming);
             let abort = join.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, join).await.is_err() {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; cut off");
                 abort.abort();
             }
-        });
+        })
     }
 }
 
@@ -270,7 +276,7 @@ impl Daemon {
         self.advertise(true);
         crash::point("after-advertise");
         if let Mode::Unprovisioned(plaintext) = std::mem::replace(&mut *mode, Mode::Provisioned { server, tasks }) {
-            plaintext.stop();
+            drop(plaintext.stop());
         }
         tracing::info!(port = self.config.mtls_port(), "provisioned: serving mTLS only");
         systemd::notify_status("provisioned");
@@ -290,14 +296,14 @@ impl Daemon {
             tonic::Status::unavailable(format!("could not reopen plaintext on port {}: {e}; still provisioned", self.config.port))
         })?;
         if let Err(e) = state::remove(&self.config.config_dir) {
-            plaintext.stop();
+            drop(plaintext.stop());
             return Err(tonic::Status::internal(format!("could not remove the identity: {e}; still provisioned")));
         }
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.advertise(false);
         if let Mode::Provisioned { server, tasks } = std::mem::replace(&mut *mode, Mode::Unprovisioned(plaintext)) {
             tasks.iter().for_each(JoinHandle::abort);
-            server.stop();
+            drop(server.stop());
         }
         tracing::info!(port = self.config.port, "unprovisioned: identity removed, plaintext reopened");
         systemd::notify_status("unprovisioned");
@@ -343,7 +349,7 @@ impl Daemon {
 
     async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
         let addr = SocketAddr::new(self.config.bind, port);
-        TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+        wendy_net::listener::bind(addr).map_err(|source| Error::Bind { addr, source })
     }
 
     async fn start_plaintext(&self) -> Result<RunningServer, Error> {
@@ -352,7 +358,7 @@ impl Daemon {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let services = Services::new(&me, &health_reporter).await;
         let (tx, rx) = oneshot::channel::<()>();
-        let router = services.published(Server::builder().add_service(health));
+        let router = services.published(server().add_service(health));
         let (incoming, accept, guard) = crate::tls::tcp_accept_loop(listener);
         let port = self.config.port;
         let join = tokio::spawn(async move {
@@ -372,8 +378,17 @@ impl Daemon {
         credentials: &Credentials,
     ) -> Result<(RunningServer, Vec<JoinHandle<()>>), Error> {
         let bundle = TrustBundle::from_pem(&p.chain_pem)?;
-        let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(|e| {
-            tracing::warn!(reason = %e, "client certificate refused");
+        // A peer can cause these (after a handshake slot and a signature):
+        // each reason once per interval, the repeats counted.
+        let budget = wendy_net::refusals::LogBudget::new(8, wendy_net::limits::REFUSAL_LOG_INTERVAL);
+        let verifier = Arc::new(WendyClientVerifier::new(bundle, true).with_rejection_hook(Arc::new(move |e| {
+            let (log, suppressed) = budget.allow(&e.to_string());
+            if suppressed > 0 {
+                tracing::warn!(suppressed, "client certificates refused without a log line in the last interval");
+            }
+            if log {
+                tracing::warn!(reason = %e, "client certificate refused");
+            }
         })));
         let cert = Arc::new(SwappableCert::new(credentials)?);
         let config = Arc::new(crate::tls::server_config(credentials, cert.clone(), verifier.clone())?);
@@ -387,7 +402,7 @@ impl Daemon {
         health_reporter.set_serving::<DeviceAdminServiceServer<DeviceAdmin>>().await;
         let (tx, rx) = oneshot::channel::<()>();
         let router = services
-            .published(Server::builder().layer(crate::authz::RoleLayer).add_service(health))
+            .published(server().layer(crate::authz::RoleLayer).add_service(health))
             .add_service(limit!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {
@@ -406,18 +421,41 @@ impl Daemon {
         Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) }, tasks))
     }
 
-    /// Stops both servers (shutdown).
+    /// Stops the server (shutdown) and waits for its drain, at most
+    /// [`SHUTDOWN_GRACE`] + [`DRAIN_TIMEOUT`].
     pub async fn stop(&self) {
         let mut mode = self.mode.lock().await;
-        match std::mem::replace(&mut *mode, Mode::Starting) {
-            Mode::Unprovisioned(s) => s.stop(),
+        let drained = match std::mem::replace(&mut *mode, Mode::Starting) {
+            Mode::Unprovisioned(s) => Some(s.stop()),
             Mode::Provisioned { server, tasks } => {
                 tasks.iter().for_each(JoinHandle::abort);
-                server.stop();
+                Some(server.stop())
             }
-            Mode::Starting => {}
+            Mode::Starting => None,
+        };
+        drop(mode);
+        if let Some(drained) = drained {
+            let _ = drained.await;
         }
     }
+
+    /// Whether the current server and its accept loop are alive. While a
+    /// transition holds the lock (bounded by pki-core's call timeouts) the
+    /// answer is yes; after [`Daemon::stop`] it is no.
+    pub fn is_serving(&self) -> bool {
+        match self.mode.try_lock() {
+            Ok(mode) => match &*mode {
+                Mode::Unprovisioned(s) | Mode::Provisioned { server: s, .. } => s.alive(),
+                Mode::Starting => false,
+            },
+            Err(_) => true,
+        }
+    }
+}
+
+/// A gRPC server with the device's connection limits (one place for both ports).
+fn server() -> wendy_net::server::LimitedServer {
+    wendy_net::server::builder(wendy_net::limits::ServerLimits::DEVICE)
 }
 
 /// Sets both message-size limits of a generated server to [`MAX_MESSAGE_BYTES`].

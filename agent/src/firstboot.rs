@@ -10,6 +10,12 @@
 //!
 //! Each imported file is renamed to `<name>.imported` so it is used once and
 //! never lost. A seed that fails to import is left in place and logged.
+//!
+//! Anyone holding the SD card can write the partition, so every file is read
+//! with [`wendy_net::safe_read`]: a FIFO, symlink, directory or file over its
+//! limit is never opened blocking, followed or read whole; it is set aside
+//! as `<name>.rejected` (left in place on a read-only medium) with a warning
+//! naming it and the limit.
 
 use std::path::Path;
 
@@ -21,6 +27,26 @@ use crate::Error;
 pub const NAME_FILE: &str = "device-name";
 /// File in the config directory holding the stable device id.
 pub const ID_FILE: &str = "device-id";
+/// Largest `wendy.conf` read (an INI file of a few lines).
+pub const MAX_CONF_BYTES: u64 = 64 * 1024;
+/// Largest `device-name` or `device-id` read.
+const MAX_SMALL_FILE_BYTES: u64 = 4 * 1024;
+
+/// Reads a seed or state file with [`wendy_net::safe_read`]. `Ok(None)`: no
+/// such file. A hostile file is set aside with a warning and reported as an
+/// error.
+pub(crate) fn read_seed(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
+    match wendy_net::safe_read::read(path, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(wendy_net::safe_read::ReadError::NotFound { .. }) => Ok(None),
+        Err(e) => {
+            if e.is_hostile() {
+                wendy_net::safe_read::set_aside(&e);
+            }
+            Err(Error::io("read", path, std::io::Error::other(e.to_string())))
+        }
+    }
+}
 
 /// Imports whatever seed is present in `seed_dir` into `config_dir`.
 pub fn import(seed_dir: &Path, config_dir: &Path) {
@@ -28,11 +54,21 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
         return;
     }
     let seed = seed_dir.join(state::PROVISIONING_FILE);
-    if seed.is_file() {
-        match import_identity(&seed, config_dir) {
-            Ok(true) => tracing::info!(from = %seed.display(), "imported provisioning.json from the config partition"),
-            Ok(false) => tracing::warn!(from = %seed.display(), "config partition carries provisioning.json but the device is already provisioned; left in place"),
-            Err(e) => tracing::error!(from = %seed.display(), error = %e, "could not import provisioning.json from the config partition; left in place"),
+    match read_seed(&seed, state::MAX_FILE_BYTES) {
+        Ok(None) => {}
+        Ok(Some(bytes)) => match import_identity(&seed, &zeroize::Zeroizing::new(bytes), config_dir) {
+            Ok(true) => {
+                tracing::info!(from = %seed.display(), "imported provisioning.json from the config partition")
+            }
+            Ok(false) => {
+                tracing::warn!(from = %seed.display(), "config partition carries provisioning.json but the device is already provisioned; left in place")
+            }
+            Err(e) => {
+                tracing::error!(from = %seed.display(), error = %e, "could not import provisioning.json from the config partition; left in place")
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "could not import provisioning.json from the config partition")
         }
     }
     let credential_pending = match credential_seed::import(seed_dir, config_dir) {
@@ -42,7 +78,9 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
             false
         }
         Ok(credential_seed::Outcome::AlreadyProvisioned) => {
-            tracing::warn!("config partition carries a credential but the device is already provisioned; left in place");
+            tracing::warn!(
+                "config partition carries a credential but the device is already provisioned; left in place"
+            );
             true
         }
         Err(e) => {
@@ -51,8 +89,15 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
         }
     };
     let conf = seed_dir.join(credential_seed::CONF_FILE);
-    if conf.is_file() {
-        match std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e)).and_then(|text| {
+    let text = match read_seed(&conf, MAX_CONF_BYTES) {
+        Ok(bytes) => bytes.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not import wendy.conf");
+            None
+        }
+    };
+    if let Some(text) = text {
+        let imported = (|| -> Result<(), Error> {
             if let Some(name) = ini_value(&text, "device", "name") {
                 store_name(config_dir, &name)?;
                 tracing::info!(name, "device name from wendy.conf");
@@ -64,19 +109,18 @@ pub fn import(seed_dir: &Path, config_dir: &Path) {
                 return Ok(());
             }
             mark_imported(&conf)
-        }) {
-            Ok(()) => {}
-            Err(e) => tracing::error!(error = %e, "could not import wendy.conf"),
+        })();
+        if let Err(e) = imported {
+            tracing::error!(error = %e, "could not import wendy.conf");
         }
     }
 }
 
-fn import_identity(seed: &Path, config_dir: &Path) -> Result<bool, Error> {
+fn import_identity(seed: &Path, bytes: &[u8], config_dir: &Path) -> Result<bool, Error> {
     if config_dir.join(state::PROVISIONING_FILE).exists() {
         return Ok(false);
     }
-    let bytes = zeroize::Zeroizing::new(std::fs::read(seed).map_err(|e| Error::io("read", seed, e))?);
-    let p = Provisioning::from_json(&bytes)?;
+    let p = Provisioning::from_json(bytes)?;
     crate::enroll::check_identity(&p, None)?;
     state::store(config_dir, &p)?;
     mark_imported(seed)?;
@@ -129,7 +173,10 @@ pub fn store_name(config_dir: &Path, name: &str) -> Result<(), Error> {
 
 /// The device name: stored, else the host name, else `wendyos`.
 pub fn device_name(config_dir: &Path) -> String {
-    let stored = std::fs::read_to_string(config_dir.join(NAME_FILE)).ok().map(|s| s.trim().to_owned());
+    let stored = read_seed(&config_dir.join(NAME_FILE), MAX_SMALL_FILE_BYTES)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
     stored
         .filter(|s| !s.is_empty())
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()))
@@ -140,7 +187,8 @@ pub fn device_name(config_dir: &Path) -> String {
 /// The stable device id, made (random, 16 bytes hex) on first use.
 pub fn device_id(config_dir: &Path) -> Result<String, Error> {
     let path = config_dir.join(ID_FILE);
-    if let Ok(s) = std::fs::read_to_string(&path) {
+    if let Ok(Some(bytes)) = read_seed(&path, MAX_SMALL_FILE_BYTES) {
+        let s = String::from_utf8_lossy(&bytes);
         let s = s.trim();
         if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(s.to_owned());
@@ -174,6 +222,27 @@ mod tests {
         assert_eq!(device_name(cfg.path()), "pi-1");
         assert!(seed.path().join("wendy.conf.imported").exists());
         assert!(!seed.path().join("wendy.conf").exists());
+    }
+
+    #[test]
+    fn hostile_seed_files_are_set_aside_and_never_block() {
+        let seed = tempfile::tempdir().unwrap();
+        let cfg = tempfile::tempdir().unwrap();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&seed.path().join("provisioning.json"), mode).unwrap();
+        std::fs::File::create(seed.path().join("wendy.conf")).unwrap().set_len(3 << 30).unwrap();
+        let start = std::time::Instant::now();
+        import(seed.path(), cfg.path());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert!(seed.path().join("provisioning.json.rejected").exists());
+        assert!(seed.path().join("wendy.conf.rejected").exists());
+        assert!(!seed.path().join("wendy.conf.imported").exists());
+        std::os::unix::fs::symlink("/etc/shadow", seed.path().join("provisioning.json")).unwrap();
+        std::fs::create_dir(seed.path().join("wendy.conf")).unwrap();
+        import(seed.path(), cfg.path());
+        assert!(seed.path().join("provisioning.json.rejected-1").symlink_metadata().unwrap().file_type().is_symlink());
+        assert!(seed.path().join("wendy.conf.rejected-1").is_dir());
+        assert!(!cfg.path().join("provisioning.json").exists());
     }
 
     #[test]

@@ -52,6 +52,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Handlers first: a SIGTERM while starting must not kill the process
+    // with the default action.
+    let signals = Signals::install();
     tracing::info!(version = wendy_agent::VERSION, port = config.port, dir = %config.config_dir.display(), "wendy-agent starting");
     let daemon = match Daemon::start(config).await {
         Ok(d) => d,
@@ -61,24 +64,41 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     systemd::notify_ready();
-    systemd::spawn_watchdog();
-    wait_for_signal().await;
+    systemd::spawn_heap_trim(systemd::HEAP_TRIM_INTERVAL);
+    let watched = std::sync::Arc::downgrade(&daemon);
+    systemd::spawn_watchdog(move || watched.upgrade().is_some_and(|d| d.is_serving()));
+    signals.wait().await;
     tracing::info!("stopping");
     systemd::notify_stopping();
-    daemon.stop().await;
     daemon.withdraw();
+    // Waits for the drain (bounded by SHUTDOWN_GRACE + DRAIN_TIMEOUT) before
+    // the runtime is dropped.
+    daemon.stop().await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// SIGTERM and SIGINT, installed once.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => Self(None),
         }
-        _ => std::future::pending::<()>().await,
+    }
+
+    async fn wait(self) {
+        match self.0 {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }

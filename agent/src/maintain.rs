@@ -65,10 +65,14 @@ pub async fn renewal_loop(daemon: Weak<Daemon>, identity: Arc<Identity>) {
                             tracing::info!("certificate renewed; new handshakes use it");
                             break;
                         }
-                        Err(e) => tracing::error!(error = %e, "could not install the renewed certificate"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not install the renewed certificate")
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in_secs = retry.as_secs(), "certificate renewal failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_secs = retry.as_secs(), "certificate renewal failed")
+                }
             }
             tokio::time::sleep(retry).await;
         }
@@ -77,7 +81,10 @@ pub async fn renewal_loop(daemon: Weak<Daemon>, identity: Arc<Identity>) {
 
 /// Applies the CRL copy on disk, if any.
 pub fn apply_stored_crl(identity: &Identity, file: &Path) {
-    let Ok(pem) = std::fs::read_to_string(file) else { return };
+    let Ok(Some(pem)) = crate::firstboot::read_seed(file, crate::state::MAX_FILE_BYTES) else {
+        return;
+    };
+    let pem = String::from_utf8_lossy(&pem);
     match apply(identity, &pem) {
         Ok(n) => tracing::info!(crls = n, file = %file.display(), "applied the stored CRL"),
         Err(e) => tracing::warn!(error = %e, file = %file.display(), "ignoring the stored CRL"),
@@ -119,7 +126,9 @@ pub async fn crl_loop(identity: Arc<Identity>, file: PathBuf, period: Duration) 
                         tracing::warn!(error = %e, "could not keep the CRL on disk");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "pki-core sent a CRL that does not verify; keeping the previous one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pki-core sent a CRL that does not verify; keeping the previous one")
+                }
             },
             Err(e) => tracing::warn!(error = %e, "CRL refresh failed; keeping the previous one"),
         }

@@ -1,17 +1,19 @@
 //! Device state on disk: `provisioning.json` and the atomic-write helper
 //! every file the agent owns goes through.
 //!
-//! A write is: temp file in the same directory, write, fsync, rename over the
-//! target, fsync the directory. A crash at any point leaves either the old
-//! file or the new one, never a partial one. Temp files left by a crash are
-//! removed (and logged) at start.
+//! A write is [`wendy_net::atomic_write`]: temp file in the same directory,
+//! write, fsync, rename over the target, fsync the directory. A crash at any
+//! point leaves either the old file or the new one, never a partial one. Temp
+//! files left by a crash are removed (and logged) at start. Reads go through
+//! [`wendy_net::safe_read`]: a FIFO, symlink, directory or oversized file is
+//! set aside with a warning, never followed, blocked on or read whole.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use wendy_net::safe_read::{Disposition, ReadError};
 use zeroize::Zeroizing;
 
 use crate::crash;
@@ -20,7 +22,7 @@ use crate::Error;
 /// File name of the device identity inside the config directory.
 pub const PROVISIONING_FILE: &str = "provisioning.json";
 /// Suffix of temp files; anything `*.<TEMP_SUFFIX>` is an interrupted write.
-pub const TEMP_SUFFIX: &str = "wendy-tmp";
+pub const TEMP_SUFFIX: &str = wendy_net::atomic_write::TEMP_SUFFIX;
 /// Mode of `provisioning.json`.
 pub const FILE_MODE: u32 = 0o600;
 /// Mode of the config directory.
@@ -107,7 +109,9 @@ pub fn ensure_dir(dir: &Path) -> Result<(), Error> {
 /// Removes temp files an interrupted write left in `dir`; returns them.
 pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else { return removed };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return removed;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == TEMP_SUFFIX) && fs::remove_file(&path).is_ok() {
@@ -123,7 +127,13 @@ pub fn load(dir: &Path) -> Result<Loaded, Error> {
     let path = dir.join(PROVISIONING_FILE);
     let bytes = match read_limited(&path) {
         Ok(b) => Zeroizing::new(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Absent),
+        Err(ReadError::NotFound { .. }) => return Ok(Loaded::Absent),
+        Err(e) if e.is_hostile() => {
+            return match wendy_net::safe_read::set_aside(&e) {
+                Disposition::SetAside(kept_at) => Ok(Loaded::SetAside { reason: e.to_string(), kept_at }),
+                _ => Err(Error::io("set aside", &path, std::io::Error::other(e.to_string()))),
+            }
+        }
         Err(e) => return set_aside(&path, &format!("unreadable: {e}")),
     };
     match Provisioning::from_json(&bytes) {
@@ -132,12 +142,10 @@ pub fn load(dir: &Path) -> Result<Loaded, Error> {
     }
 }
 
-fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = fs::metadata(path)?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} bytes is too large", meta.len())));
-    }
-    fs::read(path)
+/// Reads a state file the agent owns: regular, not a link, at most
+/// [`MAX_FILE_BYTES`] (checked on the descriptor).
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
+    wendy_net::safe_read::read(path, MAX_FILE_BYTES)
 }
 
 /// Renames `path` to `<path>.corrupt-<unix seconds>` and returns
@@ -151,10 +159,8 @@ pub fn set_aside(path: &Path, reason: &str) -> Result<Loaded, Error> {
 
 /// `<path>.<what>-<unix seconds>`, unique within the directory.
 pub fn aside_path(path: &Path, what: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let mut n = 0;
     loop {
         let suffix = if n == 0 { format!("{what}-{secs}") } else { format!("{what}-{secs}-{n}") };
@@ -193,52 +199,31 @@ pub fn remove(dir: &Path) -> Result<(), Error> {
 /// rename, fsync the directory. With `crash_points`, the provisioning crash
 /// points between the steps are armed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, crash_points: bool) -> Result<(), Error> {
-    let crash = |p: &str| {
+    use wendy_net::atomic_write::Step;
+    let mut step = |s: Step| {
         if crash_points {
-            crash::point(p)
+            crash::point(match s {
+                Step::MidTempWrite => "mid-temp-write",
+                Step::AfterTempFsync => "after-temp-fsync",
+                Step::AfterRename => "after-rename",
+                _ => "after-dir-fsync",
+            })
         }
     };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.{TEMP_SUFFIX}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &tmp, e))?;
-        let half = bytes.len() / 2;
-        f.write_all(&bytes[..half]).map_err(|e| Error::io("write", &tmp, e))?;
-        crash("mid-temp-write");
-        f.write_all(&bytes[half..]).map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        crash("after-temp-fsync");
-        fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
-        crash("after-rename");
-        sync_parent(path)?;
-        crash("after-dir-fsync");
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    wendy_net::atomic_write::write_with(path, bytes, Some(mode), &mut step).map_err(write_error)
+}
+
+pub(crate) fn write_error(e: wendy_net::atomic_write::WriteError) -> Error {
+    Error::Io { op: e.op, path: e.path, source: e.source }
 }
 
 fn sync_parent(path: &Path) -> Result<(), Error> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
+    wendy_net::atomic_write::sync_parent(path).map_err(write_error)
 }
 
 /// fsyncs a directory so renames and removals in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+    wendy_net::atomic_write::sync_dir(dir).map_err(write_error)
 }
 
 #[cfg(test)]
@@ -300,6 +285,30 @@ mod tests {
         for input in [&b""[..], b"null", b"[]", b"{\"enrolled\":false}", &[0xff; 64]] {
             assert!(Provisioning::from_json(input).is_err());
         }
+    }
+
+    #[test]
+    fn hostile_files_are_set_aside_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PROVISIONING_FILE);
+        std::os::unix::fs::symlink("/etc/shadow", &p).unwrap();
+        match load(dir.path()).unwrap() {
+            Loaded::SetAside { reason, kept_at } => {
+                assert!(reason.contains("symbolic link"), "{reason}");
+                assert!(kept_at.ends_with("provisioning.json.rejected"));
+            }
+            other => panic!("{other:?}"),
+        }
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(load(dir.path()).unwrap(), Loaded::SetAside { .. }));
+        fs::File::create(&p).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        match load(dir.path()).unwrap() {
+            Loaded::SetAside { reason, .. } => {
+                assert!(reason.contains("1048576-byte limit"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(load(dir.path()).unwrap(), Loaded::Absent));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Everything systemd: readiness, the watchdog, and where logs go.
 //!
 //! - `READY=1` is sent once the listeners are bound ([`notify_ready`]).
-//! - If `WATCHDOG_USEC` is set, [`spawn_watchdog`] pets at half of it.
+//! - If `WATCHDOG_USEC` is set, [`spawn_watchdog`] pets at half of it, but
+//!   only while the serving tasks are alive: a dead server stops the pets,
+//!   and systemd restarts the agent.
 //! - Under journald (`JOURNAL_STREAM` set) logs go through
 //!   tracing-journald, otherwise to stderr.
 
@@ -55,7 +57,9 @@ pub fn notify_stopping() {
 /// (the sd-notify crate's send blocks). Informational messages only.
 fn notify_nonblocking(message: &str) {
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
         Some(name) => <SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name),
         None => SocketAddr::from_pathname(&path),
@@ -69,8 +73,10 @@ fn notify_nonblocking(message: &str) {
     }
 }
 
-/// Pets the watchdog at half of `WATCHDOG_USEC`, if the unit has one.
-pub fn spawn_watchdog() {
+/// Pets the watchdog at half of `WATCHDOG_USEC`, if the unit has one, while
+/// `alive()` says the serving tasks run. Once it says no, the pets stop for
+/// good (one error line) and systemd's watchdog restarts the agent.
+pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) {
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
@@ -81,9 +87,44 @@ pub fn spawn_watchdog() {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
+            if !alive() {
+                tracing::error!(
+                    "the server is no longer running: no more watchdog pets, systemd will restart the agent"
+                );
+                notify_status("server stopped; waiting for the watchdog");
+                return;
+            }
             if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
                 tracing::warn!(error = %e, "watchdog ping failed");
             }
         }
     });
 }
+
+/// How often [`spawn_heap_trim`] trims the heap.
+pub const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Every `period`, hands heap pages freed since the last call back to the
+/// kernel (glibc keeps them otherwise): after a connection flood the RSS
+/// returns to what the live state needs. A no-op without glibc.
+pub fn spawn_heap_trim(period: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            trim_heap();
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim(3) takes no pointers and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}

@@ -5,31 +5,28 @@
 //!   renewal takes effect at the next handshake, live connections keep theirs.
 //! - Client certificates go through [`WendyClientVerifier`] (rollover
 //!   semantics, clientAuth, CRLs that can be replaced at run time).
-//! - Handshakes run in their own tasks; each finished connection carries a
-//!   [`PeerInfo`] that [`crate::authz`] reads on every call.
+//! - Connections come through the shared capped accept loop
+//!   ([`wendy_net::listener`], decision 0083); each finished connection
+//!   carries a [`PeerInfo`] that [`crate::authz`] reads on every call.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 use tonic::transport::server::Connected;
 use wendy_identity::role::Role;
 use wendy_identity::tls::{Credentials, WendyClientVerifier};
 use wendy_identity::verify::CertificateInfo;
+use wendy_net::limits::Limits;
 
 use crate::Error;
-
-/// How long a client may take to complete its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server certificate that can be replaced at run time.
 #[derive(Debug)]
@@ -68,6 +65,10 @@ pub fn server_config(
 ) -> Result<ServerConfig, Error> {
     let mut config = wendy_identity::tls::server_config(credentials, verifier)?;
     config.cert_resolver = cert;
+    // Each stored session holds the client's certificate chain (ML-DSA: kB
+    // each); rustls' default of 256 entries is megabytes on a device.
+    config.session_storage =
+        rustls::server::ServerSessionMemoryCache::new(wendy_net::limits::TLS_SESSION_CACHE_ENTRIES);
     Ok(config)
 }
 
@@ -84,9 +85,10 @@ pub struct PeerInfo {
     pub serial: Option<String>,
 }
 
-/// One accepted mTLS connection.
+/// One accepted mTLS connection; it holds its slots in the listener's caps
+/// until tonic drops it.
 pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    conn: wendy_net::listener::TlsConn,
     peer: PeerInfo,
 }
 
@@ -100,21 +102,21 @@ impl Connected for TlsConnection {
 
 impl AsyncRead for TlsConnection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(&mut self.conn).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConnection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(&mut self.conn).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(&mut self.conn).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(&mut self.conn).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -122,98 +124,59 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.conn).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.conn.is_write_vectored()
     }
 }
 
-/// Keeps a server's incoming stream open after its accept task is aborted:
-/// tonic takes the end of the stream as a shutdown, which would cut off the
-/// call that is closing the port. Drop it once the server is told to stop.
-pub type IncomingGuard = Box<dyn std::any::Any + Send>;
+pub use wendy_net::listener::IncomingGuard;
 
-/// Accepts TCP connections on `listener`, runs each TLS handshake in its own
-/// task, and yields finished connections. The returned task owns the
-/// listener; abort it to stop listening.
+/// The mTLS connections a listener yields.
+pub type TlsIncoming = futures::stream::Map<
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<wendy_net::listener::TlsConn>>,
+    fn(std::io::Result<wendy_net::listener::TlsConn>) -> std::io::Result<TlsConnection>,
+>;
+
+/// Accepts mTLS connections on `listener` through the shared capped accept
+/// loop ([`wendy_net::listener`]: connection, per-peer and handshake caps,
+/// handshake and preface deadlines, aggregated refusal logs). The returned
+/// task owns the listener; abort it to stop listening.
 pub fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> (
-    tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>>,
-    tokio::task::JoinHandle<()>,
-    IncomingGuard,
-) {
-    let (tx, rx) = mpsc::channel(64);
-    let guard: IncomingGuard = Box::new(tx.clone());
+) -> (TlsIncoming, tokio::task::JoinHandle<()>, IncomingGuard) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let task = tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if tx.is_closed() {
-                break;
-            }
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let peer = peer_info(&stream, addr);
-                        tracing::debug!(%addr, cn = ?peer.common_name, role = ?peer.role, "mTLS connection");
-                        let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    (tokio_stream::wrappers::ReceiverStream::new(rx), task, guard)
+    let accepting = wendy_net::listener::tls(listener, acceptor, Limits::default(), "agent-mtls");
+    let with_peer: fn(std::io::Result<wendy_net::listener::TlsConn>) -> std::io::Result<TlsConnection> = |r| {
+        r.map(|conn| {
+            let peer = peer_info(&conn);
+            tracing::debug!(addr = %conn.peer_addr(), cn = ?peer.common_name, role = ?peer.role, "mTLS connection");
+            TlsConnection { conn, peer }
+        })
+    };
+    (futures::StreamExt::map(accepting.incoming, with_peer), accepting.task, accepting.guard)
 }
 
-/// Accepts plaintext TCP connections on `listener` and yields them. The
-/// returned task owns the listener; abort it to close the port at once
-/// while the server finishes in-flight calls.
+/// Accepts plaintext TCP connections on `listener` through the shared
+/// capped accept loop. The returned task owns the listener; abort it to
+/// close the port at once while the server finishes in-flight calls.
 pub fn tcp_accept_loop(
     listener: TcpListener,
 ) -> (
-    tokio_stream::wrappers::ReceiverStream<std::io::Result<TcpStream>>,
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<wendy_net::listener::PlainConn>>,
     tokio::task::JoinHandle<()>,
     IncomingGuard,
 ) {
-    let (tx, rx) = mpsc::channel(64);
-    let guard: IncomingGuard = Box::new(tx.clone());
-    let task = tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => {
-                    let _ = tcp.set_nodelay(true);
-                    if tx.send(Ok(tcp)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-    (tokio_stream::wrappers::ReceiverStream::new(rx), task, guard)
+    let accepting = wendy_net::listener::plaintext(listener, Limits::default(), "agent-plaintext");
+    (accepting.incoming, accepting.task, accepting.guard)
 }
 
-fn peer_info(stream: &tokio_rustls::server::TlsStream<TcpStream>, addr: SocketAddr) -> PeerInfo {
-    let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+fn peer_info(conn: &wendy_net::listener::TlsConn) -> PeerInfo {
+    let addr = conn.peer_addr();
+    let leaf = conn.get_ref().get_ref().1.peer_certificates().and_then(|c| c.first());
     let info = leaf.and_then(|der| CertificateInfo::from_der(der).ok());
     PeerInfo {
         addr: Some(addr),

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -248,26 +247,13 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-/// Writes `dir/name` atomically: a temp file in the same directory with
-/// `mode`, fsync, rename over the target, fsync the directory.
+/// Writes `dir/name` atomically ([`wendy_net::atomic_write`]): a temp file
+/// in the same directory with `mode`, fsync, rename over the target, fsync
+/// the directory.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<(), CliError> {
     let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let ctx = |what: &str| format!("{what} {}", target.display());
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        // The mode only applies at creation; a stale temp file may differ.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &target)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| CliError::io(ctx("writing"), e))
+    wendy_net::atomic_write::write(&target, contents, Some(mode))
+        .map_err(|e| CliError::io(format!("writing {}", target.display()), e.source))
 }
 
 #[cfg(test)]

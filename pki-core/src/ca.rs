@@ -2,8 +2,7 @@
 //! directory 0700, key files 0400, written atomically. The certificate and
 //! metadata live in the [`crate::store`].
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime};
@@ -83,16 +82,7 @@ fn write_key(data_dir: &Path, id: &str, pem: &str) -> Result<(), Error> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     let path = key_path(data_dir, id);
-    let tmp = path.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&tmp).map_err(io)?;
-    f.write_all(pem.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    wendy_net::atomic_write::write(&path, pem.as_bytes(), Some(0o400)).map_err(|e| io(e.source))
 }
 
 #[cfg(test)]

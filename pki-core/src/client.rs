@@ -21,42 +21,29 @@ fn endpoint(uri: &'static str) -> Result<Endpoint, Error> {
 }
 
 /// A TLS channel to a pki-core frontend at `address` (`host:port`),
-/// pinning its CA fingerprint and presenting `credentials` if given.
+/// pinning its CA fingerprint and presenting `credentials` if given
+/// ([`wendy_net::connect`]: connect, handshake and call timeouts).
 pub async fn connect_tls(address: &str, pin: Fingerprint, credentials: Option<&Credentials>) -> Result<Channel, Error> {
     let verifier = Arc::new(PinnedCaServerVerifier::new(pin, Some(wendy_identity::PKICORE_SERVER_NAME)));
-    let config = wendy_identity::tls::client_config(verifier, credentials)?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let address = address.to_owned();
-    let server_name = ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME)
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .to_owned();
-    endpoint("http://pki-core.wendy.internal")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            let address = address.clone();
-            let server_name = server_name.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(address).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(server_name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await
-        .map_err(|e| Error::Unauthenticated(format!("connecting to pki-core: {e}: {:?}", std::error::Error::source(&e))))
+    let config = Arc::new(wendy_identity::tls::client_config(verifier, credentials)?);
+    let server_name =
+        ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME).map_err(|e| Error::Internal(e.to_string()))?;
+    wendy_net::connect::tls(&host_port(address)?, config, server_name).await.map_err(|e| {
+        Error::Unauthenticated(format!("connecting to pki-core: {e}: {:?}", std::error::Error::source(&e)))
+    })
 }
 
 /// A plaintext channel (only for a frontend started with
 /// `--insecure-plaintext`).
 pub async fn connect_plain(address: &str) -> Result<Channel, Error> {
-    let address = address.to_owned();
-    endpoint("http://pki-core.wendy.internal")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let address = address.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::TcpStream::connect(address).await?)) }
-        }))
+    wendy_net::connect::plaintext(&host_port(address)?)
         .await
         .map_err(|e| Error::Internal(format!("connecting to pki-core: {e}")))
+}
+
+fn host_port(address: &str) -> Result<wendy_net::addr::HostPort, Error> {
+    wendy_net::addr::HostPort::parse(address, wendy_proto::contract::DEFAULT_PKICORE_PORT)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 /// A channel to the admin socket.

@@ -1,25 +1,21 @@
-//! The frontend's accept loop: TCP, then (unless plaintext was asked for)
-//! a TLS 1.3 handshake per connection in its own task, so a slow client
-//! never holds up others. Each connection carries a [`PeerInfo`] that tonic
-//! puts in every request's extensions.
+//! The frontend's connections: the shared capped accept loop
+//! ([`wendy_net::listener`], decision 0083), TLS 1.3 unless plaintext was
+//! asked for. Each connection carries a [`PeerInfo`] that tonic puts in
+//! every request's extensions.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
-
-/// How long a TLS handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use wendy_net::limits::Limits;
+use wendy_net::listener::{PlainConn, TlsConn};
 
 /// What the transport knows about a caller.
 #[derive(Clone, Debug, Default)]
@@ -31,13 +27,14 @@ pub struct PeerInfo {
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// A frontend connection: TLS, or plaintext in compat mode.
+/// A frontend connection: TLS, or plaintext in compat mode. Either holds
+/// its slots in the listener's caps until tonic drops it.
 #[derive(Debug)]
 pub enum Conn {
     /// TLS 1.3.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsConn>),
     /// Plaintext (`--insecure-plaintext`).
-    Plain(TcpStream),
+    Plain(PlainConn),
 }
 
 impl Connected for Conn {
@@ -45,16 +42,16 @@ impl Connected for Conn {
 
     fn connect_info(&self) -> PeerInfo {
         match self {
-            Conn::Tls(s) => {
-                let (tcp, session) = s.get_ref();
-                PeerInfo {
-                    remote: tcp.peer_addr().ok(),
-                    certificates: session
-                        .peer_certificates()
-                        .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())),
-                }
-            }
-            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certificates: None },
+            Conn::Tls(s) => PeerInfo {
+                remote: Some(s.peer_addr()),
+                certificates: s
+                    .get_ref()
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())),
+            },
+            Conn::Plain(s) => PeerInfo { remote: Some(s.peer_addr()), certificates: None },
         }
     }
 }
@@ -109,48 +106,26 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections on `listener`, handshaking TLS with `acceptor`
-/// unless it is `None` (plaintext). Failed handshakes are logged (with the
-/// reason, never key material) and dropped; the stream never ends with an
-/// error, so the server keeps serving.
-pub fn incoming(listener: TcpListener, acceptor: Option<TlsAcceptor>) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let conn_tx = tx.clone();
-            match &acceptor {
-                None => {
-                    if conn_tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
-                        return;
-                    }
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let tx = conn_tx;
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => {
-                                let _ = tx.send(Ok(Conn::Tls(Box::new(tls)))).await;
-                            }
-                            Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
-                            Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-                        }
-                    });
-                }
-            }
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
+/// The frontend's connections.
+pub type Incoming = Pin<Box<dyn futures::Stream<Item = io::Result<Conn>> + Send>>;
+
+/// Accepts connections on `listener` through the shared capped accept loop
+/// ([`wendy_net::listener`]: connection, per-peer and handshake caps,
+/// handshake and preface deadlines, aggregated refusal logs), handshaking
+/// TLS with `acceptor` unless it is `None` (plaintext). The stream never
+/// ends with an error, so the server keeps serving.
+pub fn incoming(listener: TcpListener, acceptor: Option<TlsAcceptor>) -> Incoming {
+    use futures::StreamExt;
+    match acceptor {
+        None => Box::pin(
+            wendy_net::listener::plaintext(listener, Limits::service(), "pkicore-frontend")
+                .incoming
+                .map(|r| r.map(Conn::Plain)),
+        ),
+        Some(acceptor) => Box::pin(
+            wendy_net::listener::tls(listener, acceptor, Limits::service(), "pkicore-frontend")
+                .incoming
+                .map(|r| r.map(|c| Conn::Tls(Box::new(c)))),
+        ),
+    }
 }

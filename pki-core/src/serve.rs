@@ -7,7 +7,6 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tonic::transport::Server;
 use wendy_identity::role::Role;
 use wendy_proto::cloud::certificate_service_server::CertificateServiceServer;
 use wendy_proto::pkicore::api_key_admin_service_server::ApiKeyAdminServiceServer;
@@ -66,8 +65,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     let synchronous_full = options.config.synchronous_full()?;
     let mut engine_config = EngineConfig::new(data_dir.clone());
     engine_config.static_api_keys = options.config.api_keys()?;
-    engine_config.issuing_ca_id =
-        options.config.frontend.wendy.device_ca_id.clone().filter(|s| !s.trim().is_empty());
+    engine_config.issuing_ca_id = options.config.frontend.wendy.device_ca_id.clone().filter(|s| !s.trim().is_empty());
     if let Some(days) = options.config.issuance.leaf_validity_days {
         if !(1..=3650).contains(&days) {
             return Err(Error::InvalidArgument("issuance.leaf_validity_days must be 1..=3650".into()));
@@ -95,7 +93,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     let socket_path = data_dir.join(crate::ADMIN_SOCKET_NAME);
     let admin_listener = crate::admin::bind_socket(&socket_path)?;
     let admin = Admin::new(Arc::clone(&engine));
-    let admin_server = Server::builder()
+    let admin_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
         .add_service(CaAdminServiceServer::new(admin.clone()))
         .add_service(ApiKeyAdminServiceServer::new(admin.clone()))
         .add_service(
@@ -113,13 +111,14 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
 
     // Wendy frontend.
     let wendy = &options.config.frontend.wendy;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
+    let listener = wendy_net::listener::bind(options.listen)
         .map_err(|e| io(&format!("listening on {}", options.listen), e))?;
     let local = listener.local_addr().map_err(|e| io("local address", e))?;
     let plaintext = options.insecure_plaintext || wendy.insecure_plaintext;
     let acceptor = if plaintext {
-        tracing::warn!("the frontend serves PLAINTEXT gRPC (compat mode): tokens and API keys cross the network unencrypted");
+        tracing::warn!(
+            "the frontend serves PLAINTEXT gRPC (compat mode): tokens and API keys cross the network unencrypted"
+        );
         None
     } else {
         let worker = Arc::clone(&engine);
@@ -130,7 +129,8 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
         let config = wendy_identity::tls::server_config(&credentials, engine.verifier())?;
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     };
-    let frontend_server = Server::builder()
+    let frontend_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
+        .layer(crate::auth::throttle::AuthThrottleLayer::new(wendy_net::limits::REFUSAL_LOG_INTERVAL))
         .add_service(
             CertificateServiceServer::new(Frontend::new(Arc::clone(&engine), Exposure::Network))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -144,10 +144,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
         .serve_with_incoming_shutdown(crate::net::incoming(listener, acceptor), shutdown());
 
     let issuing = engine.issuing_ca()?;
-    println!(
-        "wendy frontend listening on {local} ({})",
-        if plaintext { "PLAINTEXT, compat mode" } else { "TLS 1.3" }
-    );
+    println!("wendy frontend listening on {local} ({})", if plaintext { "PLAINTEXT, compat mode" } else { "TLS 1.3" });
     println!("admin API listening on unix:{}", socket_path.display());
     println!("CA id: {}", issuing.id);
     println!("CA fingerprint: {}", issuing.fingerprint);

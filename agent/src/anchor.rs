@@ -128,13 +128,10 @@ fn bundle_pins(path: &Path) -> Result<Anchor, AnchorError> {
     Ok(Anchor { pins: certs.iter().map(|c| Fingerprint::of_der(c)).collect(), source: Source::ImageBundle })
 }
 
-/// A regular file of at most `max` bytes as text, else `None`.
+/// A regular file of at most `max` bytes as text (no symlink, no FIFO),
+/// else `None`.
 fn read_small(path: &Path, max: u64) -> Option<String> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > max {
-        return None;
-    }
-    std::fs::read_to_string(path).ok()
+    wendy_net::safe_read::read_to_string(path, max).ok()
 }
 
 /// Imports `[enrollment] ca_fingerprint` from a `wendy.conf` text into the

@@ -115,9 +115,9 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        let tls = err
-            .downcast_ref::<rustls::Error>()
-            .or_else(|| err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+        });
         if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
             return true;
         }

@@ -89,7 +89,11 @@ impl Config {
             None => Duration::from_secs(300),
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(s) if s > 0 => Duration::from_secs(s),
-                _ => return Err(Error::Config(format!("{CRL_REFRESH_ENV}={v:?}: expected a positive number of seconds"))),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{CRL_REFRESH_ENV}={v:?}: expected a positive number of seconds"
+                    )))
+                }
             },
         };
         let bind = match lookup(BIND_ADDRESS_ENV).filter(|v| !v.is_empty()) {

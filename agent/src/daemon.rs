@@ -33,8 +33,8 @@ use crate::config::Config;
 use crate::device_admin::DeviceAdmin;
 use crate::device_info::DeviceInfo;
 use crate::provisioning::ProvisioningService;
-use crate::sysinfo::{DeviceFacts, Sources};
 use crate::state::{self, Loaded, Provisioning};
+use crate::sysinfo::{DeviceFacts, Sources};
 use crate::tls::SwappableCert;
 use crate::{crash, enroll, firstboot, maintain, systemd, Error};
 
@@ -293,7 +293,10 @@ impl Daemon {
             return Err(tonic::Status::failed_precondition("the device is not provisioned"));
         }
         let plaintext = self.start_plaintext().await.map_err(|e| {
-            tonic::Status::unavailable(format!("could not reopen plaintext on port {}: {e}; still provisioned", self.config.port))
+            tonic::Status::unavailable(format!(
+                "could not reopen plaintext on port {}: {e}; still provisioned",
+                self.config.port
+            ))
         })?;
         if let Err(e) = state::remove(&self.config.config_dir) {
             drop(plaintext.stop());

@@ -9,11 +9,10 @@ use tonic::{Request, Response, Status};
 use wendy_proto::agent::list_hardware_capabilities_response::HardwareCapability;
 use wendy_proto::agent::wendy_agent_service_server::WendyAgentService;
 use wendy_proto::agent::{
-    GetAgentVersionRequest, GetAgentVersionResponse, ListHardwareCapabilitiesRequest,
-    ListHardwareCapabilitiesResponse,
+    GetAgentVersionRequest, GetAgentVersionResponse, ListHardwareCapabilitiesRequest, ListHardwareCapabilitiesResponse,
 };
-use wendy_proto::agent_v2::wendy_device_info_service_server::WendyDeviceInfoService;
 use wendy_proto::agent_v2 as v2;
+use wendy_proto::agent_v2::wendy_device_info_service_server::WendyDeviceInfoService;
 
 use crate::daemon::Daemon;
 

@@ -3,11 +3,11 @@
 
 use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::key::{KeyAlgorithm, PrivateKey};
-use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
 use wendy_identity::profile::device_common_name;
 use wendy_identity::tls::Credentials;
 use wendy_identity::verify::CertificateInfo;
 use wendy_proto::agent::StartProvisioningRequest;
+use wendy_proto::cloud::{CertificateError, CertificateErrorCode};
 use wendy_proto::cloud::{IssueCertificateRequest, RefreshCertificateRequest};
 
 use crate::anchor::{Anchor, AnchorError};
@@ -243,9 +243,7 @@ pub fn check_identity(p: &Provisioning, expected_cn: Option<&str>) -> Result<Cre
 /// stored chain (pki-core's CA).
 pub fn chain_pin(p: &Provisioning) -> Result<Fingerprint, wendy_identity::Error> {
     let cas = wendy_identity::pem::certificates(&p.chain_pem)?;
-    cas.last()
-        .map(|c| Fingerprint::of_der(c))
-        .ok_or(wendy_identity::Error::EmptyChain)
+    cas.last().map(|c| Fingerprint::of_der(c)).ok_or(wendy_identity::Error::EmptyChain)
 }
 
 /// Renews the device certificate with `RefreshCertificate` over mTLS: a new

@@ -215,11 +215,9 @@ pub async fn refresh(store: &Store) -> Result<AuthStatus, CliError> {
     let login = store.valid_login()?;
     let addr = HostPort::parse(&login.config.cloud_host, DEFAULT_PKICORE_PORT)
         .map_err(|e| CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() })?;
-    let pin: Fingerprint = login
-        .config
-        .ca_fingerprint
-        .parse()
-        .map_err(|e: wendy_identity::Error| CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() })?;
+    let pin: Fingerprint = login.config.ca_fingerprint.parse().map_err(|e: wendy_identity::Error| {
+        CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() }
+    })?;
     let mut client = cloud::connect(&addr, pin, Some(&login.credentials)).await?;
     let (key, csr_pem) = new_key_and_csr()?;
     let hints =

@@ -9,7 +9,9 @@ use wendy_identity::role::Role;
 /// The WendyOS developer CLI.
 #[derive(Debug, Parser)]
 #[command(name = "wendy", version, about, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 credentials, 4 unreachable, 5 permission denied, 6 trust. See cli/README.md.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 credentials, 4 unreachable, 5 permission denied, 6 trust. See cli/README.md."
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -191,8 +193,19 @@ mod tests {
     #[test]
     fn login_local_parses() {
         let fp = "AB:".repeat(31) + "AB";
-        let cli = parse(&["auth", "login-local", "--cloud", "h:1", "--api-key", "k", "--ca-fingerprint", &fp, "--role", "viewer"])
-            .unwrap();
+        let cli = parse(&[
+            "auth",
+            "login-local",
+            "--cloud",
+            "h:1",
+            "--api-key",
+            "k",
+            "--ca-fingerprint",
+            &fp,
+            "--role",
+            "viewer",
+        ])
+        .unwrap();
         let Command::Auth(AuthCommand::LoginLocal(a)) = cli.command else { panic!("wrong command") };
         assert_eq!(a.role, Some(Role::Viewer));
         assert_eq!(a.ca_fingerprint.unwrap().to_string(), "ab".repeat(32));

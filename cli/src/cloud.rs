@@ -34,11 +34,7 @@ pub struct PresentedCa {
 /// Picks the CA out of a presented chain.
 pub fn presented_ca(chain: &[CertificateDer<'_>]) -> Option<PresentedCa> {
     let parsed: Vec<_> = chain.iter().filter_map(|c| CertificateInfo::from_der(c).ok().map(|i| (c, i))).collect();
-    let (der, info) = parsed
-        .iter()
-        .rev()
-        .find(|(_, i)| i.subject_der == i.issuer_der)
-        .or_else(|| parsed.last())?;
+    let (der, info) = parsed.iter().rev().find(|(_, i)| i.subject_der == i.issuer_der).or_else(|| parsed.last())?;
     Some(PresentedCa { fingerprint: Fingerprint::of_der(der), subject: info.subject.clone() })
 }
 
@@ -70,7 +66,10 @@ pub async fn decide_trust(addr: &HostPort, expected: Expected) -> Result<Fingerp
         Expected::Pinned(fp) => Err(mismatch(addr, &ca, fp, "the pinned fingerprint")),
         Expected::Ask => {
             if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-                return Err(CliError::NeedFingerprint { addr: addr.to_string(), presented: ca.fingerprint.to_string() });
+                return Err(CliError::NeedFingerprint {
+                    addr: addr.to_string(),
+                    presented: ca.fingerprint.to_string(),
+                });
             }
             if ask(addr, &ca)? {
                 Ok(ca.fingerprint)
@@ -114,7 +113,11 @@ fn ask(addr: &HostPort, ca: &PresentedCa) -> Result<bool, CliError> {
 
 /// Connects to pki-core at `addr`, verifying it against `pin`, and
 /// presenting `credentials` if given (for RefreshCertificate).
-pub async fn connect(addr: &HostPort, pin: Fingerprint, credentials: Option<&Credentials>) -> Result<CloudClient, CliError> {
+pub async fn connect(
+    addr: &HostPort,
+    pin: Fingerprint,
+    credentials: Option<&Credentials>,
+) -> Result<CloudClient, CliError> {
     let verifier = Arc::new(PinnedCaServerVerifier::new(pin, Some(PKICORE_SERVER_NAME)));
     let config = client_config(verifier, credentials).map_err(|e| CliError::identity("building the TLS config", e))?;
     match connect::tls(addr, config, PKICORE_SERVER_NAME).await {

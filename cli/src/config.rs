@@ -189,10 +189,8 @@ impl Store {
     }
 
     fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), CliError> {
-        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| CliError::Config {
-            path: self.path(name),
-            reason: e.to_string(),
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| CliError::Config { path: self.path(name), reason: e.to_string() })?;
         bytes.push(b'\n');
         self.write(name, &bytes, 0o600)
     }

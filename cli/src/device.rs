@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use wendy_identity::bundle::TrustBundle;
 use wendy_identity::fingerprint::Fingerprint;
+use wendy_identity::profile::device_common_name;
 use wendy_identity::tls::{client_config, BundleServerVerifier};
 use wendy_proto::agent::is_provisioned_response::Response as Provisioned;
 use wendy_proto::agent::wendy_agent_service_client::WendyAgentServiceClient;
-use wendy_identity::profile::device_common_name;
 use wendy_proto::agent::wendy_provisioning_service_client::WendyProvisioningServiceClient;
-use wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient;
-use wendy_proto::agent_admin::UnprovisionRequest;
 use wendy_proto::agent::{
     GetAgentVersionRequest, GetAgentVersionResponse, IsProvisionedRequest, StartProvisioningRequest,
 };
+use wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceClient;
+use wendy_proto::agent_admin::UnprovisionRequest;
 use wendy_proto::cloud::CreateAssetEnrollmentTokenRequest;
 use wendy_proto::contract::{mtls_port, DEFAULT_AGENT_PORT, DEFAULT_PKICORE_PORT};
 use wendy_proto::MAX_MESSAGE_BYTES;
@@ -107,9 +107,8 @@ pub async fn resolve(store: &Store, spec: Option<&str>, timeout: Duration) -> Re
 }
 
 fn target_from(f: &Found) -> Result<Target, CliError> {
-    let base = f
-        .base_addr()
-        .ok_or_else(|| CliError::DeviceSelection(format!("device {} advertised no address", f.name)))?;
+    let base =
+        f.base_addr().ok_or_else(|| CliError::DeviceSelection(format!("device {} advertised no address", f.name)))?;
     Ok(Target { base, name: Some(f.name.clone()), advertised_tls: Some(f.tls) })
 }
 
@@ -356,7 +355,9 @@ pub async fn info(store: &Store, target: &Target) -> Result<InfoReport, CliError
         .provisioning()
         .is_provisioned(IsProvisionedRequest {})
         .await
-        .map_err(|s| CliError::from_status(format!("asking {} whether it is provisioned", conn.addr), &s, &device_hints(&conn)))?
+        .map_err(|s| {
+            CliError::from_status(format!("asking {} whether it is provisioned", conn.addr), &s, &device_hints(&conn))
+        })?
         .into_inner();
     let (provisioned, cloud_host, org, asset) = match p.response {
         Some(Provisioned::Provisioned(p)) => {
@@ -404,10 +405,9 @@ pub async fn unenroll(store: &Store, target: &Target) -> Result<UnenrollReport, 
             hint: Some("provision it with `wendy device provision`".into()),
         });
     }
-    DeviceAdminServiceClient::new(conn.channel.clone())
-        .unprovision(UnprovisionRequest {})
-        .await
-        .map_err(|s| CliError::from_status(format!("unenrolling the device at {}", conn.addr), &s, &device_hints(&conn)))?;
+    DeviceAdminServiceClient::new(conn.channel.clone()).unprovision(UnprovisionRequest {}).await.map_err(|s| {
+        CliError::from_status(format!("unenrolling the device at {}", conn.addr), &s, &device_hints(&conn))
+    })?;
     let _ = store.remember_device(&target.base, |d| {
         d.provisioned = false;
         d.asset_id = None;
@@ -495,14 +495,14 @@ impl fmt::Display for ProvisionReport {
 pub async fn provision(store: &Store, target: &Target, opts: ProvisionOptions) -> Result<ProvisionReport, CliError> {
     // The CLI's own certificate is needed to check the result over mTLS.
     let login = store.valid_login()?;
-    let pin: Fingerprint = login
-        .config
-        .ca_fingerprint
-        .parse()
-        .map_err(|e: wendy_identity::Error| CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() })?;
-    let device_cloud = HostPort::parse(&opts.cloud, DEFAULT_PKICORE_PORT).map_err(|e| CliError::Usage(e.to_string()))?;
-    let cli_cloud = HostPort::parse(opts.cli_cloud.as_deref().unwrap_or(&login.config.cloud_host), DEFAULT_PKICORE_PORT)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let pin: Fingerprint = login.config.ca_fingerprint.parse().map_err(|e: wendy_identity::Error| {
+        CliError::Config { path: store.path(CONFIG_FILE), reason: e.to_string() }
+    })?;
+    let device_cloud =
+        HostPort::parse(&opts.cloud, DEFAULT_PKICORE_PORT).map_err(|e| CliError::Usage(e.to_string()))?;
+    let cli_cloud =
+        HostPort::parse(opts.cli_cloud.as_deref().unwrap_or(&login.config.cloud_host), DEFAULT_PKICORE_PORT)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
 
     // The device must be unprovisioned: plaintext, and saying so.
     let base = &target.base;

@@ -119,7 +119,10 @@ pub fn browse(timeout: Duration, stop: impl Fn(&Found) -> bool) -> Result<Vec<Fo
 }
 
 /// Runs [`browse`] off the async runtime.
-pub async fn browse_async(timeout: Duration, stop: impl Fn(&Found) -> bool + Send + 'static) -> Result<Vec<Found>, CliError> {
+pub async fn browse_async(
+    timeout: Duration,
+    stop: impl Fn(&Found) -> bool + Send + 'static,
+) -> Result<Vec<Found>, CliError> {
     tokio::task::spawn_blocking(move || browse(timeout, stop))
         .await
         .map_err(|e| CliError::Mdns(format!("browser task failed: {e}")))?

@@ -216,10 +216,13 @@ impl CliError {
                 return e;
             }
         }
-        let message = if status.message().is_empty() { format!("{:?}", status.code()) } else { sanitize(status.message()) };
+        let message =
+            if status.message().is_empty() { format!("{:?}", status.code()) } else { sanitize(status.message()) };
         match status.code() {
             tonic::Code::Unauthenticated => Self::Unauthenticated { context, message, hint: hints.auth.clone() },
-            tonic::Code::PermissionDenied => Self::PermissionDenied { context, message, hint: hints.permission.clone() },
+            tonic::Code::PermissionDenied => {
+                Self::PermissionDenied { context, message, hint: hints.permission.clone() }
+            }
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
                 if let Some(alert) = tls_alert(status) {
                     return Self::Unauthenticated {
@@ -284,7 +287,8 @@ impl CliError {
                 message,
                 hint: Some("run `wendy auth login-local` to get a new CLI certificate".into()),
             }),
-            CertificateErrorCode::CertificateErrorInvalidCsr | CertificateErrorCode::CertificateErrorInvalidCommonName => {
+            CertificateErrorCode::CertificateErrorInvalidCsr
+            | CertificateErrorCode::CertificateErrorInvalidCommonName => {
                 Some(Self::Remote { context, message, hint: None })
             }
             _ => None,
@@ -306,7 +310,6 @@ pub struct Hints {
     /// not reach pki-core); default "is the peer still running?".
     pub unavailable: Option<String>,
 }
-
 
 /// A TLS alert the peer sent, found in the status's error chain or message.
 fn tls_alert(status: &tonic::Status) -> Option<String> {
@@ -356,15 +359,22 @@ mod tests {
         let e = CliError::from_status("issuing", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::Auth);
         assert!(e.to_string().contains("token used") && e.to_string().contains("single-use"), "{e}");
-        let s = status_with_detail(tonic::Code::PermissionDenied, CertificateErrorCode::CertificateErrorUnauthorized, "role too low");
+        let s = status_with_detail(
+            tonic::Code::PermissionDenied,
+            CertificateErrorCode::CertificateErrorUnauthorized,
+            "role too low",
+        );
         let e = CliError::from_status("minting", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::PermissionDenied);
     }
 
     #[test]
     fn unauthenticated_code_beats_permission_detail() {
-        let s =
-            status_with_detail(tonic::Code::Unauthenticated, CertificateErrorCode::CertificateErrorUnauthorized, "unknown API key");
+        let s = status_with_detail(
+            tonic::Code::Unauthenticated,
+            CertificateErrorCode::CertificateErrorUnauthorized,
+            "unknown API key",
+        );
         let h = Hints { auth: Some("check --api-key".into()), ..Default::default() };
         let e = CliError::from_status("minting", &s, &h);
         assert_eq!(e.exit(), Exit::Auth);
@@ -394,8 +404,10 @@ mod tests {
     fn garbage_detail_is_ignored() {
         use wendy_proto::CERTIFICATE_ERROR_METADATA_KEY;
         let mut s = tonic::Status::unauthenticated("nope");
-        s.metadata_mut()
-            .insert_bin(CERTIFICATE_ERROR_METADATA_KEY, tonic::metadata::MetadataValue::from_bytes(&[0xff, 0xff, 0xff]));
+        s.metadata_mut().insert_bin(
+            CERTIFICATE_ERROR_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_bytes(&[0xff, 0xff, 0xff]),
+        );
         let e = CliError::from_status("x", &s, &Hints::default());
         assert_eq!(e.exit(), Exit::Auth);
         assert!(e.to_string().contains("nope"));

@@ -85,14 +85,17 @@ impl CaAdminService for Admin {
     async fn export_ca(&self, request: Request<ExportCaRequest>) -> Result<Response<ExportCaResponse>, Status> {
         let engine = Arc::clone(&self.engine);
         let id = request.into_inner().ca_id;
-        let pem_certificate = blocking(move || {
-            if id.trim().is_empty() {
-                engine.bundle_pem()
-            } else {
-                Ok(engine.find_ca(&id)?.certificate_pem)
-            }
-        })
-        .await?;
+        let pem_certificate =
+            blocking(
+                move || {
+                    if id.trim().is_empty() {
+                        engine.bundle_pem()
+                    } else {
+                        Ok(engine.find_ca(&id)?.certificate_pem)
+                    }
+                },
+            )
+            .await?;
         Ok(Response::new(ExportCaResponse { pem_certificate }))
     }
 }
@@ -105,12 +108,16 @@ impl ApiKeyAdminService for Admin {
     ) -> Result<Response<CreateApiKeyResponse>, Status> {
         let engine = Arc::clone(&self.engine);
         let r = request.into_inner();
-        let role: Role = r.role.parse().map_err(|e: wendy_identity::Error| Status::from(Error::InvalidArgument(e.to_string())))?;
+        let role: Role =
+            r.role.parse().map_err(|e: wendy_identity::Error| Status::from(Error::InvalidArgument(e.to_string())))?;
         let (key, secret_key) = blocking(move || engine.create_api_key(&r.name, role)).await?;
         Ok(Response::new(CreateApiKeyResponse { key: Some(key_info(&key)), secret: secret_key.to_string() }))
     }
 
-    async fn list_api_keys(&self, _request: Request<ListApiKeysRequest>) -> Result<Response<ListApiKeysResponse>, Status> {
+    async fn list_api_keys(
+        &self,
+        _request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
         let engine = Arc::clone(&self.engine);
         let keys = blocking(move || engine.list_api_keys()).await?;
         Ok(Response::new(ListApiKeysResponse { keys: keys.iter().map(key_info).collect() }))

@@ -134,8 +134,10 @@ impl Config {
         self.api_keys
             .iter()
             .map(|k| {
-                let role: Role =
-                    k.role.parse().map_err(|e: wendy_identity::Error| Error::InvalidArgument(format!("api key {:?}: {e}", k.name)))?;
+                let role: Role = k
+                    .role
+                    .parse()
+                    .map_err(|e: wendy_identity::Error| Error::InvalidArgument(format!("api key {:?}: {e}", k.name)))?;
                 let bad = |why: String| Error::InvalidArgument(format!("api key {:?}: {why}", k.name));
                 let hash = match (&k.sha256, &k.env, &k.file) {
                     (Some(h), None, None) => {
@@ -146,7 +148,8 @@ impl Config {
                         h
                     }
                     (None, Some(var), None) => {
-                        let v = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| bad(format!("${var} is not set")))?);
+                        let v =
+                            zeroize::Zeroizing::new(std::env::var(var).map_err(|_| bad(format!("${var} is not set")))?);
                         crate::secret::hash(&v)
                     }
                     (None, None, Some(file)) => {

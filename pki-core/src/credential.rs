@@ -49,10 +49,11 @@ pub fn encrypt_with_work_factor(plaintext: &[u8], passphrase: &str, log_n: u8) -
     let fail = |e: &dyn std::fmt::Display| Error::Internal(format!("age encryption: {e}"));
     let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
     recipient.set_work_factor(log_n);
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-        .map_err(|e| fail(&e))?;
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).map_err(|e| fail(&e))?;
     let mut out = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).map_err(|e| fail(&e))?;
+    let armor =
+        age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).map_err(|e| fail(&e))?;
     let mut writer = encryptor.wrap_output(armor).map_err(|e| fail(&e))?;
     writer.write_all(plaintext).map_err(|e| fail(&e))?;
     writer.finish().and_then(|armor| armor.finish()).map_err(|e| fail(&e))?;
@@ -66,8 +67,7 @@ pub fn decrypt(file: &[u8], passphrase: &str) -> Result<Zeroizing<Vec<u8>>, Erro
     let decryptor = age::Decryptor::new(age::armor::ArmoredReader::new(file)).map_err(|e| fail(&e))?;
     let mut identity = age::scrypt::Identity::new(SecretString::from(passphrase.to_owned()));
     identity.set_max_work_factor(22);
-    let mut reader =
-        decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).map_err(|e| fail(&e))?;
+    let mut reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).map_err(|e| fail(&e))?;
     let mut out = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut out).map_err(|e| fail(&e))?;
     Ok(out)

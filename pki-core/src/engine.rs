@@ -20,7 +20,8 @@ use wendy_proto::cloud::{Certificate, CertificateStatus};
 use crate::auth::Principal;
 use crate::ca::{self, LoadedCa};
 use crate::store::{
-    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, NewToken, Store, TokenKind,
+    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, NewToken,
+    Store, TokenKind,
 };
 use crate::{secret, Error};
 
@@ -389,14 +390,7 @@ impl Engine {
             created_at: now().unix_timestamp(),
             expires_at,
         })?;
-        Ok(MintedToken {
-            token,
-            jti: jti(&hash),
-            organization_id,
-            asset_id: 0,
-            user_id: minted.user_id,
-            expires_at,
-        })
+        Ok(MintedToken { token, jti: jti(&hash), organization_id, asset_id: 0, user_id: minted.user_id, expires_at })
     }
 
     // ---- issuance ---------------------------------------------------------
@@ -408,8 +402,12 @@ impl Engine {
             &hex::decode(&issued.serial_hex).map_err(|_| Error::Internal("serial is not hex".into()))?,
         );
         let (kind, organization_id, asset_id, user_id, role) = match profile {
-            LeafProfile::Device { organization_id, asset_id } => ("device", *organization_id, *asset_id, String::new(), None),
-            LeafProfile::User { organization_id, user_id, role } => ("user", *organization_id, 0, user_id.clone(), Some(*role)),
+            LeafProfile::Device { organization_id, asset_id } => {
+                ("device", *organization_id, *asset_id, String::new(), None)
+            }
+            LeafProfile::User { organization_id, user_id, role } => {
+                ("user", *organization_id, 0, user_id.clone(), Some(*role))
+            }
             LeafProfile::Server { .. } => ("server", 0, 0, String::new(), None),
         };
         let t = at.unix_timestamp();
@@ -561,9 +559,7 @@ impl Engine {
         let current = self.authenticate_peer(chain)?;
         let csr = Self::verify_csr(csr_pem)?;
         let profile = match current.kind.as_str() {
-            "device" => {
-                LeafProfile::Device { organization_id: current.organization_id, asset_id: current.asset_id }
-            }
+            "device" => LeafProfile::Device { organization_id: current.organization_id, asset_id: current.asset_id },
             "user" => LeafProfile::User {
                 organization_id: current.organization_id,
                 user_id: current.user_id.clone(),
@@ -580,7 +576,10 @@ impl Engine {
                 event: "refresh".into(),
                 actor: format!("certificate {}", current.id),
                 subject: cert.id.clone(),
-                detail: format!("{} org {} asset {} user {:?}", cert.kind, cert.organization_id, cert.asset_id, cert.user_id),
+                detail: format!(
+                    "{} org {} asset {} user {:?}",
+                    cert.kind, cert.organization_id, cert.asset_id, cert.user_id
+                ),
             },
         )?;
         self.to_proto(&cert)
@@ -655,7 +654,8 @@ impl Engine {
                 })
                 .collect::<Vec<_>>();
             let number = self.store.next_crl_number(&ca.record.id)?;
-            let pem = wendy_identity::crl::build(&ca.ca, &revoked, number, at - Duration::minutes(5), at + CRL_VALIDITY)?;
+            let pem =
+                wendy_identity::crl::build(&ca.ca, &revoked, number, at - Duration::minutes(5), at + CRL_VALIDITY)?;
             verified.extend(VerifiedCrl::from_pem(&pem, &set.bundle)?);
             entries.push(CrlEntry { ca_id: ca.record.id.clone(), pem });
         }
@@ -700,7 +700,13 @@ impl Engine {
 
     /// Creates an additional CA. It joins the bundle; it issues only if
     /// `issuing` (or if no CA issues).
-    pub fn create_ca(&self, common_name: &str, algorithm: &str, validity_days: i64, issuing: bool) -> Result<CaRecord, Error> {
+    pub fn create_ca(
+        &self,
+        common_name: &str,
+        algorithm: &str,
+        validity_days: i64,
+        issuing: bool,
+    ) -> Result<CaRecord, Error> {
         let algorithm = if algorithm.trim().is_empty() {
             KeyAlgorithm::MlDsa65
         } else {
@@ -722,11 +728,7 @@ impl Engine {
     /// certificate with the same subject DN and algorithm that becomes the
     /// issuing CA. The old CA stays in the bundle until it expires.
     pub fn rotate_ca(&self, ca_id: &str) -> Result<CaRecord, Error> {
-        let old = if ca_id.trim().is_empty() {
-            self.issuing_ca()?
-        } else {
-            self.find_ca(ca_id)?
-        };
+        let old = if ca_id.trim().is_empty() { self.issuing_ca()? } else { self.find_ca(ca_id)? };
         let algorithm: KeyAlgorithm =
             old.key_algorithm.parse().map_err(|e: wendy_identity::Error| Error::Internal(e.to_string()))?;
         let created = ca::create(&self.config.data_dir, &old.common_name, algorithm, ca::DEFAULT_CA_VALIDITY, true)?;
@@ -776,7 +778,8 @@ impl Engine {
             if !principal.role.allows(role) {
                 return Err(Error::PermissionDenied(format!("cannot provision role {role}")));
             }
-            let user_id: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c)).take(64).collect();
+            let user_id: String =
+                name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c)).take(64).collect();
             let user_id = if user_id.is_empty() { format!("operator-{}", secret::random_id()) } else { user_id };
             LeafProfile::User { organization_id, user_id, role }
         };
@@ -804,7 +807,11 @@ impl Engine {
                 AssetClaim::Stored { number, replaced } => {
                     cert.number = number;
                     if !replaced.is_empty() {
-                        tracing::info!(asset_id, ?replaced, "operator-provisioned credential superseded the asset's certificates");
+                        tracing::info!(
+                            asset_id,
+                            ?replaced,
+                            "operator-provisioned credential superseded the asset's certificates"
+                        );
                         self.refresh_crls()?;
                     }
                 }

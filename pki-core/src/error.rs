@@ -66,7 +66,9 @@ impl Error {
         use CertificateErrorCode as C;
         match self {
             Self::InvalidCsr(_) => C::CertificateErrorInvalidCsr,
-            Self::InvalidToken | Self::TokenExpired | Self::TokenAlreadyUsed => C::CertificateErrorInvalidEnrollmentToken,
+            Self::InvalidToken | Self::TokenExpired | Self::TokenAlreadyUsed => {
+                C::CertificateErrorInvalidEnrollmentToken
+            }
             Self::CertificateNotFound => C::CertificateErrorUnspecified,
             Self::NotFound(_) | Self::AssetInUse(_) => C::CertificateErrorUnspecified,
             Self::CertificateRevoked => C::CertificateErrorCertificateRevoked,
@@ -103,9 +105,7 @@ impl Error {
             Self::InvalidToken | Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::TokenExpired | Self::TokenAlreadyUsed | Self::AssetInUse(_) => Code::FailedPrecondition,
             Self::CertificateNotFound | Self::NotFound(_) => Code::NotFound,
-            Self::CertificateRevoked | Self::CertificateExpired | Self::PermissionDenied(_) => {
-                Code::PermissionDenied
-            }
+            Self::CertificateRevoked | Self::CertificateExpired | Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Storage(_) | Self::Identity(_) | Self::Internal(_) => Code::Internal,
         }
     }

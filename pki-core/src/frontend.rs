@@ -167,7 +167,10 @@ impl CertificateService for Frontend {
         Ok(Response::new(Box::pin(futures::stream::iter(items))))
     }
 
-    async fn get_ca_bundle(&self, _request: Request<GetCaBundleRequest>) -> Result<Response<GetCaBundleResponse>, Status> {
+    async fn get_ca_bundle(
+        &self,
+        _request: Request<GetCaBundleRequest>,
+    ) -> Result<Response<GetCaBundleResponse>, Status> {
         let pem_bundle = self.engine.bundle_pem()?;
         Ok(Response::new(GetCaBundleResponse { pem_bundle }))
     }

@@ -309,7 +309,8 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             use wendy_proto::pkicore::*;
             match k {
                 ApiKey::Create { name, role } => {
-                    let r = client.create_api_key(CreateApiKeyRequest { name, role }).await.map_err(status)?.into_inner();
+                    let r =
+                        client.create_api_key(CreateApiKeyRequest { name, role }).await.map_err(status)?.into_inner();
                     let info = r.key.unwrap_or_default();
                     eprintln!("API key {} ({}) created; the secret is shown once:", info.id, info.role);
                     println!("{}", r.secret);

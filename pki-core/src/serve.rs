@@ -111,8 +111,8 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
 
     // Wendy frontend.
     let wendy = &options.config.frontend.wendy;
-    let listener = wendy_net::listener::bind(options.listen)
-        .map_err(|e| io(&format!("listening on {}", options.listen), e))?;
+    let listener =
+        wendy_net::listener::bind(options.listen).map_err(|e| io(&format!("listening on {}", options.listen), e))?;
     let local = listener.local_addr().map_err(|e| io("local address", e))?;
     let plaintext = options.insecure_plaintext || wendy.insecure_plaintext;
     let acceptor = if plaintext {

@@ -108,7 +108,9 @@ async fn container_builds_runs_and_enrols() {
         .unwrap()
         .into_inner();
     let (_, csr) = key_and_csr();
-    let cert = issued(c.issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: t.enrollment_token }).await);
+    let cert = issued(
+        c.issue_certificate(IssueCertificateRequest { pem_csr: csr, enrollment_token: t.enrollment_token }).await,
+    );
     let info = wendy_identity::verify::CertificateInfo::from_pem(&cert.pem_certificate).unwrap();
     assert_eq!(info.role, Some(wendy_identity::role::Role::Owner));
 

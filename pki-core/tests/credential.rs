@@ -28,19 +28,14 @@ fn provisioned_credential_round_trip() {
     assert!(decryptor.is_scrypt());
     let identity = age::scrypt::Identity::new(SecretString::from(passphrase.clone()));
     let mut pkcs8 = String::new();
-    decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .unwrap()
-        .read_to_string(&mut pkcs8)
-        .unwrap();
+    decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).unwrap().read_to_string(&mut pkcs8).unwrap();
     let key = PrivateKey::from_pem(&pkcs8).unwrap();
 
     // The stored certificate's SPKI is the key's public half, byte for byte.
     let db = server.data_dir().join(pkicore::DATABASE_NAME);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: String = conn
-        .query_row("SELECT certificate_pem FROM certificates WHERE user_id = 'kiosk-7'", [], |r| r.get(0))
-        .unwrap();
+    let stored: String =
+        conn.query_row("SELECT certificate_pem FROM certificates WHERE user_id = 'kiosk-7'", [], |r| r.get(0)).unwrap();
     let stored_info = CertificateInfo::from_pem(&stored).unwrap();
     assert_eq!(stored_info.public_key_der, key.public_key_der());
     assert_eq!(stored_info.role, Some(wendy_identity::role::Role::Member));
@@ -85,7 +80,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Runs the admin CLI and returns (success, stderr).
 fn admin_result(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(binary()).arg("--data-dir").arg(server.data_dir()).args(args).output().unwrap();
+    let out =
+        std::process::Command::new(binary()).arg("--data-dir").arg(server.data_dir()).args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -57,14 +57,23 @@ async fn bad_input_is_refused_with_the_right_code() {
 
     // Unknown and empty tokens.
     let e = refused(anon.issue_certificate(issue_req(&csr, "wet_nope")).await);
-    assert_eq!((e.code, reason(&e)), (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_invalid"));
+    assert_eq!(
+        (e.code, reason(&e)),
+        (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_invalid")
+    );
     let e = refused(anon.issue_certificate(issue_req(&csr, "")).await);
     assert_eq!(reason(&e), "token_invalid");
 
     // Malformed CSR, then a CSR whose signature does not verify: refused,
     // and the token is not consumed.
     let (token, _) = asset_token(&mut anon, 0).await;
-    let e = refused(anon.issue_certificate(issue_req("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &token)).await);
+    let e = refused(
+        anon.issue_certificate(issue_req(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            &token,
+        ))
+        .await,
+    );
     assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidCsr as i32);
     let e = refused(anon.issue_certificate(issue_req("garbage", &token)).await);
     assert_eq!(e.code, CertificateErrorCode::CertificateErrorInvalidCsr as i32);
@@ -90,7 +99,10 @@ async fn bad_input_is_refused_with_the_right_code() {
     let (short, _) = asset_token(&mut anon, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let e = refused(anon.issue_certificate(issue_req(&csr, &short)).await);
-    assert_eq!((e.code, reason(&e)), (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_expired"));
+    assert_eq!(
+        (e.code, reason(&e)),
+        (CertificateErrorCode::CertificateErrorInvalidEnrollmentToken as i32, "token_expired")
+    );
 
     // Wrong and missing API keys.
     let req = CreateAssetEnrollmentTokenRequest { organization_id: 1, name: "x".into(), ttl_seconds: 0 };
@@ -111,7 +123,8 @@ async fn bad_input_is_refused_with_the_right_code() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    let user_req = |role: &str| CreateUserEnrollmentTokenRequest { ttl_seconds: 0, organization_id: 1, role: role.into() };
+    let user_req =
+        |role: &str| CreateUserEnrollmentTokenRequest { ttl_seconds: 0, organization_id: 1, role: role.into() };
     let e = anon
         .create_user_enrollment_token(pkicore::client::with_api_key(user_req("Owner"), &viewer).unwrap())
         .await
@@ -140,10 +153,7 @@ async fn bad_input_is_refused_with_the_right_code() {
     // Oversized request.
     let huge = "A".repeat(wendy_proto::MAX_MESSAGE_BYTES + 1024);
     let e = anon.issue_certificate(issue_req(&huge, "x")).await.unwrap_err();
-    assert!(
-        matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
-        "oversized request: {e:?}"
-    );
+    assert!(matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "oversized request: {e:?}");
 
     // Revoking an unknown certificate.
     let e = anon

@@ -39,7 +39,9 @@ async fn enrol_refresh_revoke_rotate() {
     assert!(cert.id > 0);
     assert_eq!(cert.serial_number, info.serial_hex.to_ascii_uppercase());
     let got = anon
-        .get_certificate(pkicore::client::with_api_key(GetCertificateRequest { certificate_id: cert.id }, DEV_API_KEY).unwrap())
+        .get_certificate(
+            pkicore::client::with_api_key(GetCertificateRequest { certificate_id: cert.id }, DEV_API_KEY).unwrap(),
+        )
         .await
         .unwrap()
         .into_inner();
@@ -52,7 +54,10 @@ async fn enrol_refresh_revoke_rotate() {
     let (_, csr) = key_and_csr();
     let err = anon.refresh_certificate(RefreshCertificateRequest { pem_csr: csr }).await.unwrap().into_inner();
     let err = err.into_result().unwrap_err();
-    assert_eq!((err.code, reason(&err)), (CertificateErrorCode::CertificateErrorUnauthorized as i32, "unauthenticated"));
+    assert_eq!(
+        (err.code, reason(&err)),
+        (CertificateErrorCode::CertificateErrorUnauthorized as i32, "unauthenticated")
+    );
 
     // Refresh over mTLS with a new key: same identity.
     let creds = Credentials::from_pems(&key.to_pem(), &cert.pem_certificate, &cert.pem_certificate_chain).unwrap();
@@ -178,7 +183,9 @@ async fn enrol_refresh_revoke_rotate() {
     let (_, csr) = key_and_csr();
     let mut mtls = server.client(Some(&creds)).await;
     let again = mtls.refresh_certificate(RefreshCertificateRequest { pem_csr: csr }).await.unwrap();
-    let der = wendy_identity::pem::certificates(&again.into_inner().into_result().unwrap().pem_certificate).unwrap().remove(0);
+    let der = wendy_identity::pem::certificates(&again.into_inner().into_result().unwrap().pem_certificate)
+        .unwrap()
+        .remove(0);
     assert_eq!(store.verify(&der, &[], Purpose::ClientAuth, UnixTime::now()).unwrap().ca, new_fp);
 
     // Both CAs publish a CRL; the revoked serial stays listed.

@@ -190,11 +190,7 @@ pub fn parse_browse(text: &str) -> Vec<Browsed> {
         if fields.len() < 10 {
             continue;
         }
-        let txt = fields[9]
-            .split("\" \"")
-            .map(|t| t.trim_matches('"').to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let txt = fields[9].split("\" \"").map(|t| t.trim_matches('"').to_owned()).filter(|t| !t.is_empty()).collect();
         out.push(Browsed { name: unescape(fields[3]), port: fields[8].parse().unwrap_or(0), txt });
     }
     out.dedup();

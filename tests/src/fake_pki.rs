@@ -270,8 +270,14 @@ impl CrlService for FakePki {
             (s.revoked.clone(), s.crl_number)
         };
         let now = OffsetDateTime::now_utc();
-        let pem = wendy_identity::crl::build(&self.ca.ca, &revoked, number, now - Duration::minutes(1), now + Duration::hours(1))
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let pem = wendy_identity::crl::build(
+            &self.ca.ca,
+            &revoked,
+            number,
+            now - Duration::minutes(1),
+            now + Duration::hours(1),
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(GetCrlResponse { pem_crls: vec![pem] }))
     }
 }

@@ -85,7 +85,8 @@ impl Netns {
 
     /// Connects to `addr` inside the namespace (blocking).
     pub fn connect_std(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
-        let s = self.run_inside(move || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)))?;
+        let s =
+            self.run_inside(move || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)))?;
         s.set_nonblocking(true)?;
         s.set_nodelay(true)?;
         Ok(s)

@@ -64,7 +64,8 @@ impl RealPki {
 
     /// A pinned TLS channel to it, presenting `client` if given.
     pub async fn channel(&self, client: Option<&Credentials>) -> Channel {
-        let verifier = Arc::new(PinnedCaServerVerifier::new(self.fingerprint, Some(wendy_identity::PKICORE_SERVER_NAME)));
+        let verifier =
+            Arc::new(PinnedCaServerVerifier::new(self.fingerprint, Some(wendy_identity::PKICORE_SERVER_NAME)));
         let tls = tokio_rustls::TlsConnector::from(Arc::new(
             wendy_identity::tls::client_config(verifier, client).expect("client config"),
         ));
@@ -75,7 +76,9 @@ impl RealPki {
                 let (ns, tls) = (ns.clone(), tls.clone());
                 async move {
                     let tcp = ns.connect(addr).await?;
-                    let s = tls.connect(ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME).expect("name"), tcp).await?;
+                    let s = tls
+                        .connect(ServerName::try_from(wendy_identity::PKICORE_SERVER_NAME).expect("name"), tcp)
+                        .await?;
                     Ok::<_, std::io::Error>(TokioIo::new(s))
                 }
             }))

@@ -71,14 +71,27 @@ impl TlsHop {
     /// Starts `socat` inside `ns`, forwarding a free port on 127.0.0.1 to
     /// `upstream` over TLS; `log` receives socat's notices. Panics if the
     /// chroot lacks socat (check [`socat_root`] first) or socat does not listen.
-    pub fn start(ns: &Netns, upstream: SocketAddr, ca_pem: &str, peer: &PeerName, client: Option<&ClientCert>, log: &Path) -> Self {
+    pub fn start(
+        ns: &Netns,
+        upstream: SocketAddr,
+        ca_pem: &str,
+        peer: &PeerName,
+        client: Option<&ClientCert>,
+        log: &Path,
+    ) -> Self {
         let root = socat_root().unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::Builder::new().prefix("tlshop-").tempdir_in(root.join("tmp")).expect("tempdir in the chroot");
+        let dir =
+            tempfile::Builder::new().prefix("tlshop-").tempdir_in(root.join("tmp")).expect("tempdir in the chroot");
         let inside = |name: &str, contents: &str| {
             std::fs::write(dir.path().join(name), contents).expect("write hop file");
             format!("/{}/{name}", dir.path().strip_prefix(&root).expect("inside root").display())
         };
-        let mut target = format!("OPENSSL:{}:{},cafile={},verify=1,min-version=TLS1.3", upstream.ip(), upstream.port(), inside("ca.pem", ca_pem));
+        let mut target = format!(
+            "OPENSSL:{}:{},cafile={},verify=1,min-version=TLS1.3",
+            upstream.ip(),
+            upstream.port(),
+            inside("ca.pem", ca_pem)
+        );
         match peer {
             PeerName::Host(name) => target.push_str(&format!(",commonname={name},snihost={name}")),
             PeerName::CommonName(cn) => target.push_str(&format!(",commonname={cn},no-sni=1")),
@@ -110,7 +123,11 @@ impl TlsHop {
             if let Ok(Some(status)) = me.child.try_wait() {
                 panic!("socat exited ({status}) before listening on {listen}; log:\n{}", me.log_text());
             }
-            assert!(Instant::now() < deadline, "socat does not listen on {listen} after {LISTEN_TIMEOUT:?}; log:\n{}", me.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "socat does not listen on {listen} after {LISTEN_TIMEOUT:?}; log:\n{}",
+                me.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         me

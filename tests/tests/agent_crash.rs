@@ -25,7 +25,13 @@ enum Outcome {
     Provisioned,
 }
 
-async fn worker(id: u16, trials: usize, ns: Arc<Netns>, pki: FakePki, root: std::path::PathBuf) -> Vec<(String, Outcome)> {
+async fn worker(
+    id: u16,
+    trials: usize,
+    ns: Arc<Netns>,
+    pki: FakePki,
+    root: std::path::PathBuf,
+) -> Vec<(String, Outcome)> {
     let viewer = pki.ca().user(Role::Viewer);
     let ca = pki.ca().ca.certificate_pem();
     let mut agent = AgentFixture::new(&root, ns.clone());
@@ -97,7 +103,12 @@ async fn worker(id: u16, trials: usize, ns: Arc<Netns>, pki: FakePki, root: std:
             assert!(matches!(p.response, Some(Prov::NotProvisioned(_))));
             Outcome::Unprovisioned
         };
-        assert_eq!(actual, on_disk, "trial {trial} ({label}): restarted state differs from disk; log:\n{}", agent.log_text());
+        assert_eq!(
+            actual,
+            on_disk,
+            "trial {trial} ({label}): restarted state differs from disk; log:\n{}",
+            agent.log_text()
+        );
         let leftovers: Vec<_> = std::fs::read_dir(&agent.config_dir)
             .unwrap()
             .filter_map(|e| e.ok())
@@ -147,7 +158,9 @@ async fn kill_9_during_provisioning_never_leaves_partial_state() {
     for (label, (unprov, prov)) in &summary {
         match label.as_str() {
             "after-keygen" | "after-issue" | "mid-temp-write" | "after-temp-fsync" => assert_eq!(*prov, 0, "{label}"),
-            "after-rename" | "after-dir-fsync" | "after-mtls-bind" | "after-advertise" => assert_eq!(*unprov, 0, "{label}"),
+            "after-rename" | "after-dir-fsync" | "after-mtls-bind" | "after-advertise" => {
+                assert_eq!(*unprov, 0, "{label}")
+            }
             _ => {}
         }
     }

@@ -27,14 +27,18 @@ async fn provision_advertise_restart_unprovision() {
     agent.start(&[]);
 
     // Unprovisioned: advertised on 50051 without tls, plaintext answers.
-    let seen = lab
-        .wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| b.port == DEFAULT_AGENT_PORT)
-        .unwrap_or_else(|| panic!("no _wendyos._udp on 50051; avahi log:\n{}\nagent log:\n{}", lab.avahi_log(), agent.log_text()));
+    let seen =
+        lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| b.port == DEFAULT_AGENT_PORT).unwrap_or_else(
+            || panic!("no _wendyos._udp on 50051; avahi log:\n{}\nagent log:\n{}", lab.avahi_log(), agent.log_text()),
+        );
     assert_eq!(seen.txt(TXT_TLS), None, "{seen:?}");
     assert!(seen.txt(TXT_ID).is_some_and(|id| id.len() == 32), "{seen:?}");
     let plain = agent.plaintext().await.expect("plaintext channel");
     let v = agent_client(plain.clone()).get_agent_version(GetAgentVersionRequest {}).await.unwrap().into_inner();
-    assert_eq!((v.os_version.as_deref(), v.device_type.as_deref(), v.public_key.as_deref()), (Some("9.9.9-test"), Some("qemu-test"), None));
+    assert_eq!(
+        (v.os_version.as_deref(), v.device_type.as_deref(), v.public_key.as_deref()),
+        (Some("9.9.9-test"), Some("qemu-test"), None)
+    );
     assert_eq!(v.cpu_architecture, wendy_agent::sysinfo::go_arch(std::env::consts::ARCH));
     let p = provisioning_client(plain.clone()).is_provisioned(IsProvisionedRequest {}).await.unwrap().into_inner();
     assert!(matches!(p.response, Some(Prov::NotProvisioned(_))));
@@ -113,8 +117,10 @@ async fn provision_advertise_restart_unprovision() {
         Some(Prov::Provisioned(p)) => assert_eq!((p.organization_id, p.asset_id), (1, asset_id)),
         other => panic!("{other:?}"),
     }
-    lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| b.port == DEFAULT_AGENT_PORT + 1 && b.txt(TXT_TLS) == Some("true"))
-        .expect("advertised as mTLS after restart");
+    lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| {
+        b.port == DEFAULT_AGENT_PORT + 1 && b.txt(TXT_TLS) == Some("true")
+    })
+    .expect("advertised as mTLS after restart");
 
     // avahi-daemon goes away and comes back: the agent keeps serving and
     // confirms the advertisement again.
@@ -137,7 +143,9 @@ async fn provision_advertise_restart_unprovision() {
     admin_client(admin_ch).unprovision(wendy_proto::agent_admin::UnprovisionRequest {}).await.expect("Unprovision");
     assert!(ns.is_listening(agent.plaintext_addr()));
     assert!(!file.exists());
-    lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| b.port == DEFAULT_AGENT_PORT && b.txt(TXT_TLS).is_none())
-        .expect("advertisement back on 50051 without tls");
+    lab.wait_for(MDNS_SERVICE_TYPE, Duration::from_secs(20), |b| {
+        b.port == DEFAULT_AGENT_PORT && b.txt(TXT_TLS).is_none()
+    })
+    .expect("advertisement back on 50051 without tls");
     assert!(agent.is_running());
 }

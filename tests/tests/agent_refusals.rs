@@ -17,7 +17,11 @@ use wendy_tests::agent::{admin_client, agent_client, chain, provisioning_client,
 use wendy_tests::fake_pki::{FakePki, TestCa};
 use wendy_tests::netns::Netns;
 
-async fn version_over_mtls(agent: &AgentFixture, creds: &wendy_identity::tls::Credentials, ca: &str) -> Result<(), String> {
+async fn version_over_mtls(
+    agent: &AgentFixture,
+    creds: &wendy_identity::tls::Credentials,
+    ca: &str,
+) -> Result<(), String> {
     let ch = agent.mtls(creds, ca).await.map_err(|e| chain(&e))?;
     agent_client(ch).get_agent_version(GetAgentVersionRequest {}).await.map(|_| ()).map_err(|e| chain(&e))
 }
@@ -167,14 +171,20 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
     );
     // A stock request (no ca_fingerprint) on a device with no anchor is
     // refused, naming the three ways to give one.
-    let e = prov.start_provisioning(StartProvisioningRequest { ca_fingerprint: String::new(), ..base.clone() }).await.unwrap_err();
+    let e = prov
+        .start_provisioning(StartProvisioningRequest { ca_fingerprint: String::new(), ..base.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     for way in ["ca_fingerprint", "[enrollment] ca_fingerprint", "enrollment-ca.pem"] {
         assert!(e.message().contains(way), "{way} missing from {e:?}");
     }
     // An anchor that pki-core does not chain to.
     let other = "ab".repeat(32);
-    let e = prov.start_provisioning(StartProvisioningRequest { ca_fingerprint: other.clone(), ..base.clone() }).await.unwrap_err();
+    let e = prov
+        .start_provisioning(StartProvisioningRequest { ca_fingerprint: other.clone(), ..base.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("not trusted") && e.message().contains(&other), "{e:?}");
     let e = prov
@@ -187,7 +197,10 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
         .start_provisioning(StartProvisioningRequest { enrollment_token: "x".repeat(300 * 1024), ..base.clone() })
         .await
         .unwrap_err();
-    assert!(matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal), "{e:?}");
+    assert!(
+        matches!(e.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal),
+        "{e:?}"
+    );
     let p = prov.is_provisioned(IsProvisionedRequest {}).await.expect("still answering").into_inner();
     assert!(matches!(p.response, Some(is_provisioned_response::Response::NotProvisioned(_))));
     // Unprovision is never served on plaintext.

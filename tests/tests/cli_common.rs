@@ -48,7 +48,8 @@ pub fn optional_bin(name: &str, test: &str) -> Option<PathBuf> {
 
 /// Whether we may create network namespaces (root, `ip netns`).
 pub fn can_netns(test: &str) -> bool {
-    let ok = unsafe_free_is_root() && Command::new("ip").args(["netns", "list"]).output().is_ok_and(|o| o.status.success());
+    let ok =
+        unsafe_free_is_root() && Command::new("ip").args(["netns", "list"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         skip(test, "needs root and `ip netns` for a private network namespace");
     }

@@ -39,9 +39,20 @@ fn missing_certificate_says_log_in() {
     cli.run(&["auth", "status"]).expect_code(AUTH).expect_stderr(&["no CLI certificate", "wendy auth login-local"]);
     cli.run(&["auth", "status", "--json"]).expect_code(AUTH);
     cli.run(&["auth", "refresh"]).expect_code(AUTH).expect_stderr(&["wendy auth login-local"]);
-    cli.run(&["device", "provision", "--cloud", "127.0.0.1:1", "--api-key", "k", "--name", "x", "--device", "127.0.0.1:1"])
-        .expect_code(AUTH)
-        .expect_stderr(&["wendy auth login-local"]);
+    cli.run(&[
+        "device",
+        "provision",
+        "--cloud",
+        "127.0.0.1:1",
+        "--api-key",
+        "k",
+        "--name",
+        "x",
+        "--device",
+        "127.0.0.1:1",
+    ])
+    .expect_code(AUTH)
+    .expect_stderr(&["wendy auth login-local"]);
 }
 
 #[test]
@@ -52,7 +63,9 @@ fn unreachable_device_exits_4() {
     let port = common::free_port_pair();
     let dev = format!("127.0.0.1:{port}");
     for cmd in ["version", "info", "unenroll"] {
-        cli.run(&["device", cmd, "--device", &dev]).expect_code(UNREACHABLE).expect_stderr(&["cannot reach device", &dev]);
+        cli.run(&["device", cmd, "--device", &dev])
+            .expect_code(UNREACHABLE)
+            .expect_stderr(&["cannot reach device", &dev]);
     }
     cli.run(&["auth", "login-local", "--cloud", &dev, "--api-key", "k"])
         .expect_code(UNREACHABLE)
@@ -70,7 +83,9 @@ fn write_expired_login(cli: &Cli) {
     .unwrap();
     let key = PrivateKey::generate(KeyAlgorithm::MlDsa65).unwrap();
     let profile = LeafProfile::User { organization_id: 1, user_id: "old".into(), role: Role::Owner };
-    let cert = ca.issue(&profile, &key.public_key_der(), OffsetDateTime::now_utc() - Duration::days(3), Duration::days(1)).unwrap();
+    let cert = ca
+        .issue(&profile, &key.public_key_der(), OffsetDateTime::now_utc() - Duration::days(3), Duration::days(1))
+        .unwrap();
     let dir = cli.config_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("key.pem"), key.to_pem().as_bytes()).unwrap();
@@ -93,9 +108,20 @@ fn expired_certificate_says_what_to_do() {
     status.expect_code(AUTH);
     assert_eq!(status.json()["expired"], true);
     cli.run(&["auth", "refresh"]).expect_code(AUTH).expect_stderr(&["expired", "wendy auth login-local"]);
-    cli.run(&["device", "provision", "--cloud", "127.0.0.1:1", "--api-key", "k", "--name", "x", "--device", "127.0.0.1:1"])
-        .expect_code(AUTH)
-        .expect_stderr(&["expired"]);
+    cli.run(&[
+        "device",
+        "provision",
+        "--cloud",
+        "127.0.0.1:1",
+        "--api-key",
+        "k",
+        "--name",
+        "x",
+        "--device",
+        "127.0.0.1:1",
+    ])
+    .expect_code(AUTH)
+    .expect_stderr(&["expired"]);
 }
 
 #[test]
@@ -107,9 +133,11 @@ fn pki_core_trust_and_api_key_refusals() {
     let cli = Cli::new(&t.path().join("user"));
 
     // No terminal, no --ca-fingerprint: refuse, and say where to look.
-    cli.run(&["auth", "login-local", "--cloud", &pki.addr, "--api-key", DEV_KEY])
-        .expect_code(TRUST)
-        .expect_stderr(&["--ca-fingerprint", "pkicore ca list", "CA fingerprint:"]);
+    cli.run(&["auth", "login-local", "--cloud", &pki.addr, "--api-key", DEV_KEY]).expect_code(TRUST).expect_stderr(&[
+        "--ca-fingerprint",
+        "pkicore ca list",
+        "CA fingerprint:",
+    ]);
 
     // A wrong fingerprint: refuse before sending the API key; store nothing.
     let wrong = "ab".repeat(32);
@@ -120,7 +148,16 @@ fn pki_core_trust_and_api_key_refusals() {
     assert!(!cli.config_dir().join("config.json").exists());
 
     // The right fingerprint and a wrong API key: exit 3, key never echoed.
-    let r = cli.run(&["auth", "login-local", "--cloud", &pki.addr, "--api-key", "not-the-key-123", "--ca-fingerprint", &pki.fingerprint]);
+    let r = cli.run(&[
+        "auth",
+        "login-local",
+        "--cloud",
+        &pki.addr,
+        "--api-key",
+        "not-the-key-123",
+        "--ca-fingerprint",
+        &pki.fingerprint,
+    ]);
     r.expect_code(AUTH).expect_stderr(&["API key"]);
     assert!(!r.stderr.contains("not-the-key-123") && !r.stdout.contains("not-the-key-123"));
 
@@ -157,21 +194,44 @@ fn viewer_cannot_unenroll_and_provisioned_devices_need_a_login() {
     let expired = Cli::new(&t.path().join("expired")).in_netns(&ns);
     write_expired_login(&expired);
     for (cli, role) in [(&owner, "Owner"), (&viewer, "Viewer")] {
-        cli.run(&["auth", "login-local", "--cloud", &pki.addr, "--api-key", DEV_KEY, "--ca-fingerprint", &pki.fingerprint, "--role", role])
-            .expect_code(0);
+        cli.run(&[
+            "auth",
+            "login-local",
+            "--cloud",
+            &pki.addr,
+            "--api-key",
+            DEV_KEY,
+            "--ca-fingerprint",
+            &pki.fingerprint,
+            "--role",
+            role,
+        ])
+        .expect_code(0);
     }
     owner
-        .run(&["device", "provision", "--cloud", &pki.addr, "--api-key", DEV_KEY, "--name", "refusals", "--device", &dev])
+        .run(&[
+            "device",
+            "provision",
+            "--cloud",
+            &pki.addr,
+            "--api-key",
+            DEV_KEY,
+            "--name",
+            "refusals",
+            "--device",
+            &dev,
+        ])
         .expect_code(0);
 
     // Viewer: may read, may not unenroll.
     let v = viewer.run(&["device", "version", "--device", &dev, "--json"]);
     v.expect_code(0);
     assert_eq!(v.json()["mode"], "mtls");
-    viewer
-        .run(&["device", "unenroll", "--device", &dev])
-        .expect_code(DENIED)
-        .expect_stderr(&["permission denied", "Viewer", "--role Admin"]);
+    viewer.run(&["device", "unenroll", "--device", &dev]).expect_code(DENIED).expect_stderr(&[
+        "permission denied",
+        "Viewer",
+        "--role Admin",
+    ]);
 
     // No certificate, or an expired one: the device only talks mTLS.
     nobody

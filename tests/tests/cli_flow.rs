@@ -27,7 +27,10 @@ fn discover_until(cli: &Cli, want_tls: bool) -> serde_json::Value {
         if let Some(d) = r.json().as_array().and_then(|a| a.iter().find(|d| d["tls"] == want_tls).cloned()) {
             return d;
         }
-        assert!(std::time::Instant::now() < deadline, "wendy discover never showed a device with tls={want_tls}; last run: {r:#?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wendy discover never showed a device with tls={want_tls}; last run: {r:#?}"
+        );
     }
 }
 
@@ -51,7 +54,15 @@ fn login_discover_provision_version_unenroll() {
 
     // 1. Log in.
     let login = cli.run(&[
-        "auth", "login-local", "--cloud", &pki.addr, "--api-key", DEV_KEY, "--ca-fingerprint", &pki.fingerprint, "--json",
+        "auth",
+        "login-local",
+        "--cloud",
+        &pki.addr,
+        "--api-key",
+        DEV_KEY,
+        "--ca-fingerprint",
+        &pki.fingerprint,
+        "--json",
     ]);
     login.expect_code(0);
     let j = login.json();

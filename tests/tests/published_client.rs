@@ -170,7 +170,8 @@ fn int(v: &Value) -> i64 {
 
 /// A running pki-core and its CA bundle (fetched over our own pinned TLS).
 fn start_pki(rt: &tokio::runtime::Runtime, ns: &Arc<Netns>, dir: &Path) -> (RealPki, String) {
-    let pki = RealPki::start(&wendy_tests::bins::require("pkicore"), ns.clone(), &dir.join("pki"), PKI_ADDR.parse().unwrap());
+    let pki =
+        RealPki::start(&wendy_tests::bins::require("pkicore"), ns.clone(), &dir.join("pki"), PKI_ADDR.parse().unwrap());
     let ca = bounded(rt, "GetCaBundle (pinned)", pki.ca_pem());
     (pki, ca)
 }
@@ -213,22 +214,36 @@ fn pkicore_via_published_client() {
     let run = py.run(hop.listen, &["pki-ca-bundle"]);
     r.step("GetCaBundle through the OpenSSL hop", &run, |j, c| {
         c.drift(j);
-        c.that(j["pem_bundle"].as_str().map(str::trim) == Some(ca_pem.trim()), || "pem_bundle differs from our pinned GetCaBundle".into());
+        c.that(j["pem_bundle"].as_str().map(str::trim) == Some(ca_pem.trim()), || {
+            "pem_bundle differs from our pinned GetCaBundle".into()
+        });
     });
     if run.code != 0 {
         eprintln!("socat log:\n{}", hop.log_text());
     }
     // ... and it has teeth: a wrong server name is refused by the hop.
-    let bad_hop = TlsHop::start(&ns, pki.addr, &ca_pem, &PeerName::Host("evil.example".into()), None, &tmp.path().join("hop-bad.log"));
+    let bad_hop = TlsHop::start(
+        &ns,
+        pki.addr,
+        &ca_pem,
+        &PeerName::Host("evil.example".into()),
+        None,
+        &tmp.path().join("hop-bad.log"),
+    );
     let bad = py.run(bad_hop.listen, &["--timeout", "5", "pki-ca-bundle"]);
     r.record(
         "the hop refuses pki-core under a wrong server name",
-        ensure(bad.code == 3 && bad_hop.log_text().contains("does not match"), || format!("{}; socat log: {}", bad.describe(), bad_hop.log_text())),
+        ensure(bad.code == 3 && bad_hop.log_text().contains("does not match"), || {
+            format!("{}; socat log: {}", bad.describe(), bad_hop.log_text())
+        }),
     );
     drop(bad_hop);
 
     // CreateAssetEnrollmentToken with the API key.
-    let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-token", "--org", &ORG.to_string(), "--name", "published-asset"]);
+    let run = py.run(
+        hop.listen,
+        &["--api-key", common::DEV_KEY, "pki-token", "--org", &ORG.to_string(), "--name", "published-asset"],
+    );
     let token = r.step("CreateAssetEnrollmentToken (API key)", &run, |j, c| {
         c.drift(j);
         c.that(j["enrollment_token"].as_str().is_some_and(|t| !t.is_empty()), || "no enrollment_token".into());
@@ -241,7 +256,13 @@ fn pkicore_via_published_client() {
     let asset_id = token.as_ref().map(|j| int(&j["asset_id"])).unwrap_or(0);
 
     let Some(token_str) = token_str else {
-        for s in ["IssueCertificate", "GetCertificate", "ListCertificates", "RevokeCertificate", "IssueCertificate with a used token"] {
+        for s in [
+            "IssueCertificate",
+            "GetCertificate",
+            "ListCertificates",
+            "RevokeCertificate",
+            "IssueCertificate with a used token",
+        ] {
             r.not_run(s, "no enrollment token");
         }
         return r.finish();
@@ -256,15 +277,26 @@ fn pkicore_via_published_client() {
         let cert = &j["certificate"];
         c.that(int(&cert["id"]) != 0, || "certificate.id (int32) is 0".into());
         c.that(int(&cert["organization_id"]) == i64::from(ORG), || format!("certificate.organization_id is not {ORG}"));
-        c.that(asset_id == 0 || int(&cert["asset_id"]) == asset_id, || format!("certificate.asset_id is not {asset_id}"));
+        c.that(asset_id == 0 || int(&cert["asset_id"]) == asset_id, || {
+            format!("certificate.asset_id is not {asset_id}")
+        });
         c.that(cert["status"] == "CERTIFICATE_STATUS_ACTIVE", || "certificate.status is not ACTIVE".into());
-        c.that(cert["pem_certificate"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")), || "no pem_certificate".into());
-        c.that(j["certificate_key_matches_csr"] == true, || "the certificate does not certify the CSR's P-256 key".into());
-        c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("response organization_id (field 4) is not {ORG}"));
-        c.that(asset_id == 0 || int(&j["asset_id"]) == asset_id, || format!("response asset_id (field 5) is not {asset_id}"));
+        c.that(cert["pem_certificate"].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")), || {
+            "no pem_certificate".into()
+        });
+        c.that(j["certificate_key_matches_csr"] == true, || {
+            "the certificate does not certify the CSR's P-256 key".into()
+        });
+        c.that(int(&j["organization_id"]) == i64::from(ORG), || {
+            format!("response organization_id (field 4) is not {ORG}")
+        });
+        c.that(asset_id == 0 || int(&j["asset_id"]) == asset_id, || {
+            format!("response asset_id (field 5) is not {asset_id}")
+        });
     });
     let cert_id = issued.as_ref().map(|j| int(&j["certificate"]["id"])).unwrap_or(0);
-    let serial = issued.as_ref().and_then(|j| j["certificate"]["serial_number"].as_str().map(str::to_owned)).unwrap_or_default();
+    let serial =
+        issued.as_ref().and_then(|j| j["certificate"]["serial_number"].as_str().map(str::to_owned)).unwrap_or_default();
 
     if cert_id == 0 {
         for s in ["GetCertificate", "ListCertificates", "RevokeCertificate"] {
@@ -285,10 +317,15 @@ fn pkicore_via_published_client() {
             for item in &items {
                 c.drift(item);
             }
-            c.that(items.iter().any(|i| int(&i["certificate"]["id"]) == cert_id), || format!("certificate {cert_id} not listed"));
+            c.that(items.iter().any(|i| int(&i["certificate"]["id"]) == cert_id), || {
+                format!("certificate {cert_id} not listed")
+            });
             c.that(items.iter().all(|i| int(&i["total"]) >= 1), || "total is not at least 1".into());
         });
-        let run = py.run(hop.listen, &["--api-key", common::DEV_KEY, "pki-revoke", "--id", &id, "--reason", "wire compatibility test"]);
+        let run = py.run(
+            hop.listen,
+            &["--api-key", common::DEV_KEY, "pki-revoke", "--id", &id, "--reason", "wire compatibility test"],
+        );
         r.step("RevokeCertificate", &run, |j, c| {
             c.drift(j);
             c.that(j["success"] == true, || "success is not true".into());
@@ -303,7 +340,10 @@ fn pkicore_via_published_client() {
 
     // Named refusal (c): a used or unknown token comes back in the body.
     let used_step = "IssueCertificate with a used token -> error body INVALID_ENROLLMENT_TOKEN";
-    let mut refusals = vec![("IssueCertificate with an unknown token -> error body INVALID_ENROLLMENT_TOKEN", format!("wet_{}", "0".repeat(64)))];
+    let mut refusals = vec![(
+        "IssueCertificate with an unknown token -> error body INVALID_ENROLLMENT_TOKEN",
+        format!("wet_{}", "0".repeat(64)),
+    )];
     if issued.as_ref().is_some_and(|j| j["has_certificate"] == true) {
         refusals.insert(0, (used_step, token_str.clone()));
     } else {
@@ -312,7 +352,8 @@ fn pkicore_via_published_client() {
     for (step, tok) in refusals {
         let run = py.run(hop.listen, &["pki-issue", "--token", &tok]);
         if let Some((code, details)) = run.grpc_error() {
-            let trailer = run.json()["grpc_error"]["trailer_certificate_error"]["code"].as_str().unwrap_or("none").to_owned();
+            let trailer =
+                run.json()["grpc_error"]["trailer_certificate_error"]["code"].as_str().unwrap_or("none").to_owned();
             r.record(step, Err(format!("answered as gRPC status {code} ({details}), error trailer code {trailer}, not in IssueCertificateResponse.error")));
             continue;
         }
@@ -366,7 +407,8 @@ fn agent_in(dir: &Path, ns: &Arc<Netns>) -> AgentFixture {
 }
 
 fn write_anchor(agent: &AgentFixture, fingerprint: &str) {
-    std::fs::write(agent.seed_dir.join("wendy.conf"), format!("[enrollment]\nca_fingerprint = {fingerprint}\n")).expect("write wendy.conf");
+    std::fs::write(agent.seed_dir.join("wendy.conf"), format!("[enrollment]\nca_fingerprint = {fingerprint}\n"))
+        .expect("write wendy.conf");
 }
 
 /// The published client provisions an unprovisioned agent with a STOCK
@@ -403,15 +445,27 @@ fn agent_via_published_client() {
         c.that(j["os_version"] == "9.9.9-test" && j["device_type"] == "qemu-test", || "os_version/device_type".into());
     });
 
-    let (token, asset_id) = bounded(&rt, "CreateAssetEnrollmentToken (fixture)", pki.asset_token(ORG, "published-device"));
+    let (token, asset_id) =
+        bounded(&rt, "CreateAssetEnrollmentToken (fixture)", pki.asset_token(ORG, "published-device"));
     let run = py.run(
         plain,
         &[
-            "agent-provision", "--version", "v1", "--org", &ORG.to_string(), "--token", &token, "--cloud-host", &pki.addr.to_string(),
-            "--asset-id", &asset_id.to_string(),
+            "agent-provision",
+            "--version",
+            "v1",
+            "--org",
+            &ORG.to_string(),
+            "--token",
+            &token,
+            "--cloud-host",
+            &pki.addr.to_string(),
+            "--asset-id",
+            &asset_id.to_string(),
         ],
     );
-    let stock = r.step("StartProvisioning v1, stock fields 1-4, anchor from wendy.conf [enrollment]", &run, |j, c| c.drift(j)).is_some();
+    let stock = r
+        .step("StartProvisioning v1, stock fields 1-4, anchor from wendy.conf [enrollment]", &run, |j, c| c.drift(j))
+        .is_some();
     let after = [
         "mTLS listens on port + 1 and plaintext is closed",
         "GetAgentVersion v1 over mTLS (hop)",
@@ -429,7 +483,8 @@ fn agent_via_published_client() {
         asset_id
     } else {
         eprintln!("agent log:\n{}", agent.log_text());
-        let (token, asset_id) = bounded(&rt, "CreateAssetEnrollmentToken (fixture)", pki.asset_token(ORG, "fallback-device"));
+        let (token, asset_id) =
+            bounded(&rt, "CreateAssetEnrollmentToken (fixture)", pki.asset_token(ORG, "fallback-device"));
         let req = wendy_proto::agent::StartProvisioningRequest {
             organization_id: ORG,
             enrollment_token: token,
@@ -466,7 +521,14 @@ fn agent_via_published_client() {
     };
     let ca_pem = std::fs::read_to_string(tmp.path().join("user/wendy/ca.pem")).expect("ca.pem");
     let cn = wendy_identity::profile::device_common_name(ORG, asset_id);
-    let hop = TlsHop::start(&ns, agent.mtls_addr(), &ca_pem, &PeerName::CommonName(cn), Some(&client), &tmp.path().join("hop-agent.log"));
+    let hop = TlsHop::start(
+        &ns,
+        agent.mtls_addr(),
+        &ca_pem,
+        &PeerName::CommonName(cn),
+        Some(&client),
+        &tmp.path().join("hop-agent.log"),
+    );
     let via = hop.listen;
     let version = |j: &Value, c: &mut Checks| {
         c.drift(j);
@@ -481,14 +543,25 @@ fn agent_via_published_client() {
     }
     r.record(
         "the hop verified the device against the CA and its exact CN",
-        ensure(hop.log_text().contains("trusting certificate, commonName matches"), || format!("socat log: {}", hop.log_text())),
+        ensure(hop.log_text().contains("trusting certificate, commonName matches"), || {
+            format!("socat log: {}", hop.log_text())
+        }),
     );
     let wrong_cn = wendy_identity::profile::device_common_name(ORG, asset_id + 1000);
-    let bad_hop = TlsHop::start(&ns, agent.mtls_addr(), &ca_pem, &PeerName::CommonName(wrong_cn), Some(&client), &tmp.path().join("hop-bad.log"));
+    let bad_hop = TlsHop::start(
+        &ns,
+        agent.mtls_addr(),
+        &ca_pem,
+        &PeerName::CommonName(wrong_cn),
+        Some(&client),
+        &tmp.path().join("hop-bad.log"),
+    );
     let bad = py.run(bad_hop.listen, &["--timeout", "5", "agent-version"]);
     r.record(
         "the hop refuses the device under another CN",
-        ensure(bad.code == 3 && bad_hop.log_text().contains("does not match"), || format!("{}; socat log: {}", bad.describe(), bad_hop.log_text())),
+        ensure(bad.code == 3 && bad_hop.log_text().contains("does not match"), || {
+            format!("{}; socat log: {}", bad.describe(), bad_hop.log_text())
+        }),
     );
     drop(bad_hop);
     let run = py.run(via, &["device-info"]);
@@ -499,7 +572,9 @@ fn agent_via_published_client() {
             c.drift(j);
             let p = &j["provisioned"];
             c.that(j["which"] == "provisioned", || "not `provisioned`".into());
-            c.that(int(&p["organization_id"]) == i64::from(ORG) && int(&p["asset_id"]) == i64::from(asset_id), || "organization_id/asset_id".into());
+            c.that(int(&p["organization_id"]) == i64::from(ORG) && int(&p["asset_id"]) == i64::from(asset_id), || {
+                "organization_id/asset_id".into()
+            });
             c.that(p["cloud_host"] == pki.addr.to_string(), || "cloud_host".into());
         });
     }
@@ -525,7 +600,9 @@ fn agent_via_published_client() {
     r.step(after[7], &run, |j, c| {
         c.drift(j);
         c.that(int(&j["organization_id"]) == i64::from(ORG), || format!("organization_id is not {ORG}"));
-        c.that(j["has_user_id"] == true && j["user_id"].as_str().is_some_and(|u| !u.is_empty()), || "no user_id".into());
+        c.that(j["has_user_id"] == true && j["user_id"].as_str().is_some_and(|u| !u.is_empty()), || {
+            "no user_id".into()
+        });
         c.that(j["has_asset_id"] == false, || "asset_id is set for a user certificate".into());
     });
     r.finish();
@@ -550,8 +627,17 @@ fn agent_refusals_via_published_client() {
         py.run(
             addr,
             &[
-                "agent-provision", "--version", version, "--org", &ORG.to_string(), "--token", token, "--cloud-host",
-                &pki.addr.to_string(), "--asset-id", &asset_id.to_string(),
+                "agent-provision",
+                "--version",
+                version,
+                "--org",
+                &ORG.to_string(),
+                "--token",
+                token,
+                "--cloud-host",
+                &pki.addr.to_string(),
+                "--asset-id",
+                &asset_id.to_string(),
             ],
         )
     };
@@ -563,7 +649,10 @@ fn agent_refusals_via_published_client() {
 
     // (a) No trust anchor at all: no field 100, no wendy.conf, no
     // /etc/wendy/enrollment-ca.pem. The refusal names all three.
-    assert!(!Path::new("/etc/wendy/enrollment-ca.pem").exists(), "this host has /etc/wendy/enrollment-ca.pem; refusal (a) cannot be tested");
+    assert!(
+        !Path::new("/etc/wendy/enrollment-ca.pem").exists(),
+        "this host has /etc/wendy/enrollment-ca.pem; refusal (a) cannot be tested"
+    );
     let mut bare = agent_in(&tmp.path().join("bare"), &ns);
     bare.start(&[]);
     for v in ["v1", "v2"] {
@@ -580,7 +669,10 @@ fn agent_refusals_via_published_client() {
         if let (Ok(()), Some((code, details))) = (&outcome, run.grpc_error()) {
             r.note(&format!("(a) {v} refusal: {code}: {details}"));
         }
-        r.record(&format!("(a) StartProvisioning {v} without any trust anchor is refused, naming all three ways"), outcome);
+        r.record(
+            &format!("(a) StartProvisioning {v} without any trust anchor is refused, naming all three ways"),
+            outcome,
+        );
     }
 
     // (b) An anchor in wendy.conf that is not pki-core's CA: refused at the

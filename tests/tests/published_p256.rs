@@ -87,7 +87,8 @@ async fn p256_device_enrols_with_a_stock_request_and_serves_mtls_to_the_cli() {
     // another asset's certificate (here: a record that says otherwise) is
     // refused, even though it chains to our CA.
     let devices = cli.config_dir().join("devices.json");
-    let record = serde_json::json!({ "devices": { device.clone(): { "provisioned": true, "asset_id": asset_id + 1000 } } });
+    let record =
+        serde_json::json!({ "devices": { device.clone(): { "provisioned": true, "asset_id": asset_id + 1000 } } });
     std::fs::write(&devices, record.to_string()).unwrap();
     cli.run(&["device", "version", "--device", &device]).expect_code(6).expect_stderr(&["not the expected"]);
     let record = serde_json::json!({ "devices": { device.clone(): { "provisioned": true, "asset_id": asset_id } } });

@@ -19,7 +19,11 @@ pub const SERVER_RUNNING: i32 = 2;
 pub type Resolved = (i32, i32, String, String, String, String, i32, String, u16, Vec<Vec<u8>>, u32);
 
 /// `org.freedesktop.Avahi.Server` at `/`.
-#[zbus::proxy(interface = "org.freedesktop.Avahi.Server", default_service = "org.freedesktop.Avahi", default_path = "/")]
+#[zbus::proxy(
+    interface = "org.freedesktop.Avahi.Server",
+    default_service = "org.freedesktop.Avahi",
+    default_path = "/"
+)]
 pub trait AvahiServer {
     /// avahi-daemon's version, e.g. `avahi 0.8`.
     fn get_version_string(&self) -> zbus::Result<String>;

@@ -103,8 +103,7 @@ impl VerifiedCrl {
         let Some(signer) = signer else {
             return Err(Error::Crl("the CRL signature does not verify under any CA with its issuer name".into()));
         };
-        let revoked_serials =
-            crl.iter_revoked_certificates().map(|r| normalize_serial_hex(r.raw_serial())).collect();
+        let revoked_serials = crl.iter_revoked_certificates().map(|r| normalize_serial_hex(r.raw_serial())).collect();
         Ok(Self {
             issuer: signer.fingerprint,
             revoked_serials,

@@ -58,9 +58,7 @@ impl VerifiedCsr {
         let algorithm = spki_algorithm(spki)?;
         let sig_oid = csr.signature_algorithm.algorithm.to_id_string();
         if sig_oid != signature_oid(algorithm) {
-            return Err(Error::Csr(format!(
-                "signature algorithm {sig_oid} does not match the {algorithm} public key"
-            )));
+            return Err(Error::Csr(format!("signature algorithm {sig_oid} does not match the {algorithm} public key")));
         }
         crate::verify::verify_raw_signature(
             Some(algorithm),
@@ -69,12 +67,8 @@ impl VerifiedCsr {
             &csr.signature_value.data,
         )
         .map_err(|()| Error::CsrSignature)?;
-        let requested_common_name = info
-            .subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
+        let requested_common_name =
+            info.subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
         Ok(Self { public_key_der: spki.raw.to_vec(), algorithm, requested_common_name })
     }
 }
@@ -103,12 +97,7 @@ pub(crate) fn spki_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>)
         OID_ML_DSA_65 => Ok(KeyAlgorithm::MlDsa65),
         OID_ML_DSA_87 => Ok(KeyAlgorithm::MlDsa87),
         OID_EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
             if curve.as_deref() == Some(OID_P256) {
                 Ok(KeyAlgorithm::EcdsaP256)
             } else {

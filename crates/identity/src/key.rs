@@ -6,7 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, PqdsaKeyPair, PqdsaSigningAlgorithm, ECDSA_P256_SHA256_ASN1_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, PqdsaKeyPair, PqdsaSigningAlgorithm, ECDSA_P256_SHA256_ASN1_SIGNING,
+};
 use rcgen::PublicKeyData;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use zeroize::Zeroizing;
@@ -29,8 +31,7 @@ pub enum KeyAlgorithm {
 
 impl KeyAlgorithm {
     /// Every supported algorithm, in the order keys are tried when parsing.
-    pub const ALL: [KeyAlgorithm; 4] =
-        [Self::MlDsa65, Self::MlDsa44, Self::MlDsa87, Self::EcdsaP256];
+    pub const ALL: [KeyAlgorithm; 4] = [Self::MlDsa65, Self::MlDsa44, Self::MlDsa87, Self::EcdsaP256];
 
     /// The canonical lowercase name: `ml-dsa-65`, `ecdsa-p256`, ...
     pub fn name(self) -> &'static str {
@@ -174,9 +175,7 @@ impl PrivateKey {
                 sig.truncate(n);
                 Ok(sig)
             }
-            KeyInner::Ecdsa(k) => {
-                Ok(k.sign(&SystemRandom::new(), message).map_err(failed)?.as_ref().to_vec())
-            }
+            KeyInner::Ecdsa(k) => Ok(k.sign(&SystemRandom::new(), message).map_err(failed)?.as_ref().to_vec()),
         }
     }
 }

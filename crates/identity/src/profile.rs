@@ -10,8 +10,8 @@
 //! Every leaf's NotBefore is backdated by [`CLOCK_SKEW_ALLOWANCE`].
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyUsagePurpose, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -116,7 +116,8 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         params.distinguished_name = ca_subject(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = not_before;
         params.not_after = not_before + validity;
         params.serial_number = Some(random_serial()?);
@@ -217,9 +218,7 @@ impl CertificateAuthority {
         let serial_hex = hex::encode(serial.as_ref());
         params.serial_number = Some(serial);
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&public_key, &self.issuer()?)
-            .map_err(|e| Error::build("certificate", e))?;
+        let cert = params.signed_by(&public_key, &self.issuer()?).map_err(|e| Error::build("certificate", e))?;
         Ok(IssuedCertificate {
             pem: cert.pem(),
             der: cert.der().clone(),

@@ -12,9 +12,7 @@ use std::sync::{Arc, RwLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::bundle::TrustBundle;
@@ -98,9 +96,9 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(server_verifier);
     let mut config = match credentials {
-        Some(c) => builder
-            .with_client_auth_cert(c.chain.clone(), c.key.to_rustls())
-            .map_err(|e| Error::Tls(e.to_string()))?,
+        Some(c) => {
+            builder.with_client_auth_cert(c.chain.clone(), c.key.to_rustls()).map_err(|e| Error::Tls(e.to_string()))?
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -300,8 +298,8 @@ impl ServerCertVerifier for PinnedCaServerVerifier {
             let store = TrustStore::new(self.pinned_ca(intermediates)?);
             store.verify(end_entity, &[], Purpose::ServerAuth, now)?;
             if let Some(name) = &self.server_name {
-                let cert = webpki::EndEntityCert::try_from(end_entity)
-                    .map_err(|e| VerifyError::Invalid(format!("{e:?}")))?;
+                let cert =
+                    webpki::EndEntityCert::try_from(end_entity).map_err(|e| VerifyError::Invalid(format!("{e:?}")))?;
                 let sn = ServerName::try_from(name.as_str()).map_err(|_| VerifyError::WrongName(name.clone()))?;
                 cert.verify_is_valid_for_subject_name(&sn).map_err(|_| VerifyError::WrongName(name.clone()))?;
             }

@@ -151,7 +151,10 @@ fn openssl_crl_parses_our_crl_and_lists_the_revoked_serial() {
     let user = ssl.put("user.pem", &p.user_pem);
     let out = ssl.run(&["verify", "-crl_check", "-CAfile", &ca, "-CRLfile", &crl, &user]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked") || String::from_utf8_lossy(&out.stderr).contains("revoked"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("revoked")
+            || String::from_utf8_lossy(&out.stderr).contains("revoked")
+    );
 }
 
 #[test]
@@ -205,8 +208,24 @@ fn rustls_client_to_openssl_s_server_mutual_ml_dsa_and_mlkem() {
     let accept = format!("127.0.0.1:{port}");
     let mut server = ssl
         .command(&[
-            "s_server", "-accept", &accept, "-naccept", "1", "-tls1_3", "-cert", &cert, "-key", &key,
-            "-CAfile", &ca, "-Verify", "1", "-verify_return_error", "-groups", "X25519MLKEM768", "-www",
+            "s_server",
+            "-accept",
+            &accept,
+            "-naccept",
+            "1",
+            "-tls1_3",
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-CAfile",
+            &ca,
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-groups",
+            "X25519MLKEM768",
+            "-www",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -280,8 +299,20 @@ fn openssl_s_client_to_rustls_server_mutual_ml_dsa_and_mlkem() {
     let connect = format!("127.0.0.1:{port}");
     let mut client = ssl
         .command(&[
-            "s_client", "-connect", &connect, "-tls1_3", "-cert", &cert, "-key", &key, "-CAfile", &ca,
-            "-verify_return_error", "-groups", "X25519MLKEM768:X25519", "-ign_eof",
+            "s_client",
+            "-connect",
+            &connect,
+            "-tls1_3",
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-groups",
+            "X25519MLKEM768:X25519",
+            "-ign_eof",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -60,7 +60,8 @@ fn all_matching_cas_fail_gives_the_last_error() {
 #[test]
 fn expired_leaf_is_refused() {
     let ca = ca("WendyOS Device CA");
-    let (_, leaf) = leaf_at(&ca, &user_profile(Role::Admin), OffsetDateTime::now_utc() - Duration::days(10), Duration::days(1));
+    let (_, leaf) =
+        leaf_at(&ca, &user_profile(Role::Admin), OffsetDateTime::now_utc() - Duration::days(10), Duration::days(1));
     let err = store(&[ca.certificate_pem()]).verify(&leaf.der, &[], Purpose::ClientAuth, now()).unwrap_err();
     assert!(matches!(err, VerifyError::Expired { .. }), "{err}");
     assert!(err.to_string().starts_with("certificate expired at"));
@@ -69,7 +70,8 @@ fn expired_leaf_is_refused() {
 #[test]
 fn not_yet_valid_leaf_is_refused() {
     let ca = ca("WendyOS Device CA");
-    let (_, leaf) = leaf_at(&ca, &user_profile(Role::Admin), OffsetDateTime::now_utc() + Duration::days(10), Duration::days(30));
+    let (_, leaf) =
+        leaf_at(&ca, &user_profile(Role::Admin), OffsetDateTime::now_utc() + Duration::days(10), Duration::days(30));
     let err = store(&[ca.certificate_pem()]).verify(&leaf.der, &[], Purpose::ClientAuth, now()).unwrap_err();
     assert!(matches!(err, VerifyError::NotYetValid { .. }), "{err}");
 }
@@ -157,6 +159,8 @@ fn ecdsa_leaf_under_ml_dsa_ca_is_accepted() {
     use wendy_identity::key::{KeyAlgorithm, PrivateKey};
     let ca = ca("WendyOS Device CA");
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    let leaf = ca.issue(&user_profile(Role::Viewer), &key.public_key_der(), OffsetDateTime::now_utc(), Duration::days(1)).unwrap();
+    let leaf = ca
+        .issue(&user_profile(Role::Viewer), &key.public_key_der(), OffsetDateTime::now_utc(), Duration::days(1))
+        .unwrap();
     store(&[ca.certificate_pem()]).verify(&leaf.der, &[], Purpose::ClientAuth, now()).unwrap();
 }

@@ -22,9 +22,7 @@ pub const REASON_DETAIL: &str = "reason";
 /// binary metadata.
 pub fn status(code: tonic::Code, error: &CertificateError) -> tonic::Status {
     let mut status = tonic::Status::new(code, error.message.clone());
-    status
-        .metadata_mut()
-        .insert_bin(CERTIFICATE_ERROR_METADATA_KEY, MetadataValue::from_bytes(&error.encode_to_vec()));
+    status.metadata_mut().insert_bin(CERTIFICATE_ERROR_METADATA_KEY, MetadataValue::from_bytes(&error.encode_to_vec()));
     status
 }
 

@@ -26,10 +26,7 @@ const REFERENCE_ENV: &str = "WENDY_PROTO_REFERENCE";
 fn published_dir(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os(REFERENCE_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/reference/wendyos-proto/Proto")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/wendyos-proto/Proto"));
     if dir.is_dir() {
         return Some(dir.canonicalize().unwrap_or(dir));
     }
@@ -71,11 +68,7 @@ fn our_protocol_conforms_to_the_published_one() {
 fn doctor(reference: &Path, into: &Path, name: &str, edits: &[(&str, &str)]) {
     let mut text = std::fs::read_to_string(reference.join(name)).unwrap();
     for (from, to) in edits {
-        assert_eq!(
-            text.matches(from).count(),
-            1,
-            "{name}: `{from}` must occur exactly once"
-        );
+        assert_eq!(text.matches(from).count(), 1, "{name}: `{from}` must occur exactly once");
         text = text.replace(from, to);
     }
     write(into, name, &text);
@@ -93,11 +86,7 @@ fn the_comparer_catches_doctored_definitions() {
         return;
     };
     let published = compile(&reference);
-    assert_eq!(
-        compare(&published, &published),
-        Vec::<String>::new(),
-        "the reference against itself"
-    );
+    assert_eq!(compare(&published, &published), Vec::<String>::new(), "the reference against itself");
 
     let doctored = tempfile::tempdir().unwrap();
     doctor(
@@ -108,26 +97,14 @@ fn the_comparer_catches_doctored_definitions() {
             // A field's type changes.
             ("  int32 id = 1;", "  string id = 1;"),
             // A field is renumbered.
-            (
-                "  string serial_number = 4;",
-                "  string serial_number = 40;",
-            ),
+            ("  string serial_number = 4;", "  string serial_number = 40;"),
             // An enum value is renamed.
-            (
-                "CERTIFICATE_STATUS_REVOKED = 2;",
-                "CERTIFICATE_STATUS_WITHDRAWN = 2;",
-            ),
+            ("CERTIFICATE_STATUS_REVOKED = 2;", "CERTIFICATE_STATUS_WITHDRAWN = 2;"),
             // Explicit presence is dropped.
             ("  optional int32 asset_id = 3; ", "  int32 asset_id = 3; "),
             // Allowed: a field and an enum value of our own, numbered >= 100.
-            (
-                "message GetCaBundleRequest {}",
-                "message GetCaBundleRequest { string label = 100; }",
-            ),
-            (
-                "CERTIFICATE_STATUS_EXPIRED = 3;",
-                "CERTIFICATE_STATUS_EXPIRED = 3; CERTIFICATE_STATUS_HELD = 100;",
-            ),
+            ("message GetCaBundleRequest {}", "message GetCaBundleRequest { string label = 100; }"),
+            ("CERTIFICATE_STATUS_EXPIRED = 3;", "CERTIFICATE_STATUS_EXPIRED = 3; CERTIFICATE_STATUS_HELD = 100;"),
         ],
     );
     doctor(
@@ -148,11 +125,7 @@ fn the_comparer_catches_doctored_definitions() {
         ],
     );
     // Something declared in the reserved published package.
-    write(
-        doctored.path(),
-        "pkicore/v1/engine.proto",
-        "syntax = \"proto3\";\npackage pkicore.v1;\nmessage Engine {}\n",
-    );
+    write(doctored.path(), "pkicore/v1/engine.proto", "syntax = \"proto3\";\npackage pkicore.v1;\nmessage Engine {}\n");
 
     let mut found = compare(&published, &compile(doctored.path()));
     found.sort();

@@ -302,7 +302,8 @@ pub trait Store: Send + Sync + 'static {
     /// many match in all.
     fn list_certificates(&self, filter: &CertFilter) -> Result<(Vec<CertRecord>, i64), StoreError>;
     /// Marks a certificate revoked (idempotent) and returns it.
-    fn revoke_certificate(&self, id: &str, reason: i32, at: i64, actor: &str) -> Result<Option<CertRecord>, StoreError>;
+    fn revoke_certificate(&self, id: &str, reason: i32, at: i64, actor: &str)
+        -> Result<Option<CertRecord>, StoreError>;
     /// Revoked (serial hex, time) of one CA, for its CRL.
     fn revoked_by_ca(&self, ca_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
     /// The next CRL number of a CA (monotonic).

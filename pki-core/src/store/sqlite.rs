@@ -14,12 +14,13 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use wendy_identity::role::Role;
 
 use super::{
-    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, MintedToken, NewToken,
-    Store, StoreError, TokenKind, TokenRecord,
+    ApiKeyRecord, AssetClaim, AuditEntry, CaRecord, CertFilter, CertRecord, CertStatus, ConsumeOutcome, MintedToken,
+    NewToken, Store, StoreError, TokenKind, TokenRecord,
 };
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE cas (
     id TEXT PRIMARY KEY,
     common_name TEXT NOT NULL,
@@ -85,14 +86,15 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 );
 "#,
-// 2: the published protocol names certificates by an int32 record number;
-// a token remembers the certificate it was consumed for (idempotent retry).
-r#"
+    // 2: the published protocol names certificates by an int32 record number;
+    // a token remembers the certificate it was consumed for (idempotent retry).
+    r#"
 ALTER TABLE certificates ADD COLUMN number INTEGER;
 UPDATE certificates SET number = rowid;
 CREATE UNIQUE INDEX certificates_by_number ON certificates (number);
 ALTER TABLE tokens ADD COLUMN certificate_id TEXT;
-"#];
+"#,
+];
 
 /// How often the background checkpointer copies the WAL into the database.
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -134,10 +136,8 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
         for suffix in ["-wal", "-shm"] {
-            let side = path.with_file_name(format!(
-                "{}{suffix}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
-            ));
+            let side = path
+                .with_file_name(format!("{}{suffix}", path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
             if side.exists() {
                 std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
             }
@@ -157,9 +157,7 @@ impl SqliteStore {
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_INTERVAL`] on its
 /// own connection until the returned sender is dropped. A passive checkpoint
 /// never blocks writers; they keep appending to the WAL meanwhile.
-fn spawn_checkpointer(
-    path: &Path,
-) -> Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
+fn spawn_checkpointer(path: &Path) -> Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -338,7 +336,13 @@ impl Store for SqliteStore {
         }
         insert_audit(
             &tx,
-            &AuditEntry { at, event: "ca".into(), actor: "local".into(), subject: id.into(), detail: "now issuing".into() },
+            &AuditEntry {
+                at,
+                event: "ca".into(),
+                actor: "local".into(),
+                subject: id.into(),
+                detail: "now issuing".into(),
+            },
         )?;
         tx.commit()?;
         Ok(())
@@ -391,8 +395,9 @@ impl Store for SqliteStore {
 
     fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT id, name, role, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, rowid")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, role, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, rowid",
+        )?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -422,10 +427,17 @@ impl Store for SqliteStore {
     fn revoke_api_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let n = tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, at])?;
+        let n =
+            tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, at])?;
         insert_audit(
             &tx,
-            &AuditEntry { at, event: "apikey".into(), actor: "local".into(), subject: id.into(), detail: "revoked".into() },
+            &AuditEntry {
+                at,
+                event: "apikey".into(),
+                actor: "local".into(),
+                subject: id.into(),
+                detail: "revoked".into(),
+            },
         )?;
         tx.commit()?;
         Ok(n == 1)
@@ -629,8 +641,10 @@ impl Store for SqliteStore {
 
     fn certificate_serial(&self, number: i32) -> Result<Option<String>, StoreError> {
         let conn = self.conn()?;
-        let serial =
-            conn.prepare_cached("SELECT id FROM certificates WHERE number = ?1")?.query_row([number], |r| r.get(0)).optional()?;
+        let serial = conn
+            .prepare_cached("SELECT id FROM certificates WHERE number = ?1")?
+            .query_row([number], |r| r.get(0))
+            .optional()?;
         Ok(serial)
     }
 
@@ -669,7 +683,13 @@ impl Store for SqliteStore {
         Ok((raws.into_iter().map(finish_cert).collect::<Result<_, _>>()?, total))
     }
 
-    fn revoke_certificate(&self, id: &str, reason: i32, at: i64, actor: &str) -> Result<Option<CertRecord>, StoreError> {
+    fn revoke_certificate(
+        &self,
+        id: &str,
+        reason: i32,
+        at: i64,
+        actor: &str,
+    ) -> Result<Option<CertRecord>, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
@@ -728,7 +748,13 @@ impl Store for SqliteStore {
             conn.prepare_cached("SELECT at, event, actor, subject, detail FROM audit_log ORDER BY seq DESC LIMIT ?1")?;
         let rows = stmt
             .query_map([limit], |r| {
-                Ok(AuditEntry { at: r.get(0)?, event: r.get(1)?, actor: r.get(2)?, subject: r.get(3)?, detail: r.get(4)? })
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    actor: r.get(2)?,
+                    subject: r.get(3)?,
+                    detail: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)

@@ -79,11 +79,7 @@ impl Server {
     /// Runs an admin subcommand against this server; returns stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = Command::new(binary()).arg("--data-dir").arg(self.data_dir()).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "pkicore {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "pkicore {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 

@@ -168,9 +168,10 @@ fn handshake(secs: u64, concurrency: usize) {
     let ns = Arc::new(Netns::new());
     let ca = TestCa::new("WendyOS Bench CA");
     let client = ca.user(Role::Viewer);
-    let openssl_root = PathBuf::from(std::env::var("WENDY_OPENSSL_ROOT").unwrap_or_else(|_| {
-        format!("{}/.cache/wendyos/openssl35-root", std::env::var("HOME").unwrap_or_default())
-    }));
+    let openssl_root =
+        PathBuf::from(std::env::var("WENDY_OPENSSL_ROOT").unwrap_or_else(|_| {
+            format!("{}/.cache/wendyos/openssl35-root", std::env::var("HOME").unwrap_or_default())
+        }));
     let pem_rel = format!("tmp/agent-bench-{}", std::process::id());
     let pem_dir = openssl_root.join(&pem_rel);
     let mut agent = AgentFixture::new(tmp.path(), ns.clone());
@@ -185,7 +186,18 @@ fn handshake(secs: u64, concurrency: usize) {
     let mut ossl = ns
         .command("chroot")
         .arg(&openssl_root)
-        .args(["openssl", "s_server", "-accept", "127.0.0.1:47060", "-tls1_3", "-www", "-quiet", "-no_cache", "-num_tickets", "0"])
+        .args([
+            "openssl",
+            "s_server",
+            "-accept",
+            "127.0.0.1:47060",
+            "-tls1_3",
+            "-www",
+            "-quiet",
+            "-no_cache",
+            "-num_tickets",
+            "0",
+        ])
         .args(["-cert", &format!("/{pem_rel}/cert.pem"), "-key", &format!("/{pem_rel}/key.pem")])
         .args(["-cert_chain", &format!("/{pem_rel}/ca.pem"), "-CAfile", &format!("/{pem_rel}/ca.pem"), "-Verify", "1"])
         .stdin(std::process::Stdio::null())
@@ -205,7 +217,9 @@ fn handshake(secs: u64, concurrency: usize) {
     let _ = ossl.wait();
     let _ = std::fs::remove_dir_all(&pem_dir);
     let (a, o) = (a_ok as f64 / secs as f64, o_ok as f64 / secs as f64);
-    println!("full mTLS handshakes/s, {concurrency} connections, {secs} s each, ML-DSA-65 + X25519MLKEM768, no resumption:");
+    println!(
+        "full mTLS handshakes/s, {concurrency} connections, {secs} s each, ML-DSA-65 + X25519MLKEM768, no resumption:"
+    );
     println!("  wendy-agent:            {a:8.1}/s ({a_fail} failed)");
     println!("  {} s_server: {o:8.1}/s ({o_fail} failed)", String::from_utf8_lossy(&version.stdout).trim());
     println!("  ratio agent/openssl:    {:.2}x", a / o.max(1e-9));
@@ -214,14 +228,22 @@ fn handshake(secs: u64, concurrency: usize) {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 async fn footprint() {
-    let arm = PathBuf::from(std::env::var("WENDY_BUILD").unwrap_or_else(|_| "build".into())).join("qemuarm64/wendy-agent");
+    let arm =
+        PathBuf::from(std::env::var("WENDY_BUILD").unwrap_or_else(|_| "build".into())).join("qemuarm64/wendy-agent");
     match std::fs::metadata(&arm) {
-        Ok(m) => println!("aarch64 stripped size: {} bytes ({:.2} MiB) [{}]", m.len(), m.len() as f64 / 1048576.0, arm.display()),
+        Ok(m) => println!(
+            "aarch64 stripped size: {} bytes ({:.2} MiB) [{}]",
+            m.len(),
+            m.len() as f64 / 1048576.0,
+            arm.display()
+        ),
         Err(_) => println!("aarch64 binary {} missing: run scripts/build-agent --board qemuarm64", arm.display()),
     }
     let host = wendy_tests::bins::require("wendy-agent");

@@ -32,8 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use prost_types::{
-    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet,
-    ServiceDescriptorProto,
+    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet, ServiceDescriptorProto,
 };
 
 /// Published package names that the reference copy does not contain but that
@@ -56,12 +55,10 @@ pub fn compile_dir(root: &Path) -> Result<FileDescriptorSet, String> {
         return Err(format!("no .proto files under {}", root.display()));
     }
     files.sort();
-    let mut compiler = protox::Compiler::new([root])
-        .map_err(|e| format!("setting up protox for {}: {e}", root.display()))?;
+    let mut compiler =
+        protox::Compiler::new([root]).map_err(|e| format!("setting up protox for {}: {e}", root.display()))?;
     compiler.include_imports(false).include_source_info(false);
-    compiler
-        .open_files(&files)
-        .map_err(|e| format!("compiling the .proto files under {}: {e:?}", root.display()))?;
+    compiler.open_files(&files).map_err(|e| format!("compiling the .proto files under {}: {e:?}", root.display()))?;
     Ok(compiler.file_descriptor_set())
 }
 
@@ -123,11 +120,7 @@ impl<'a> Schema<'a> {
         for file in &set.file {
             let package = file.package().to_owned();
             schema.packages.insert(package.clone());
-            let scope = if package.is_empty() {
-                String::new()
-            } else {
-                format!(".{package}")
-            };
+            let scope = if package.is_empty() { String::new() } else { format!(".{package}") };
             for service in &file.service {
                 let name = format!("{scope}.{}", service.name());
                 schema.add(&name, Kind::Service, &package, None);
@@ -143,13 +136,7 @@ impl<'a> Schema<'a> {
         schema
     }
 
-    fn add_message(
-        &mut self,
-        scope: &str,
-        package: &str,
-        parent: Option<&str>,
-        message: &'a DescriptorProto,
-    ) {
+    fn add_message(&mut self, scope: &str, package: &str, parent: Option<&str>, message: &'a DescriptorProto) {
         let name = format!("{scope}.{}", message.name());
         self.add(&name, Kind::Message, package, parent);
         for nested in &message.nested_type {
@@ -161,27 +148,15 @@ impl<'a> Schema<'a> {
         self.messages.insert(name, message);
     }
 
-    fn add_enum(
-        &mut self,
-        scope: &str,
-        package: &str,
-        parent: Option<&str>,
-        e: &'a EnumDescriptorProto,
-    ) {
+    fn add_enum(&mut self, scope: &str, package: &str, parent: Option<&str>, e: &'a EnumDescriptorProto) {
         let name = format!("{scope}.{}", e.name());
         self.add(&name, Kind::Enum, package, parent);
         self.enums.insert(name, e);
     }
 
     fn add(&mut self, name: &str, kind: Kind, package: &str, parent: Option<&str>) {
-        self.elements.insert(
-            name.to_owned(),
-            Element {
-                kind,
-                package: package.to_owned(),
-                parent: parent.map(str::to_owned),
-            },
-        );
+        self.elements
+            .insert(name.to_owned(), Element { kind, package: package.to_owned(), parent: parent.map(str::to_owned) });
     }
 }
 
@@ -210,42 +185,24 @@ pub fn compare(published: &FileDescriptorSet, ours: &FileDescriptorSet) -> Vec<S
     diffs
 }
 
-fn compare_message(
-    name: &str,
-    published: &DescriptorProto,
-    ours: &DescriptorProto,
-    diffs: &mut Vec<String>,
-) {
+fn compare_message(name: &str, published: &DescriptorProto, ours: &DescriptorProto, diffs: &mut Vec<String>) {
     let published_fields = fields_by_number(published);
     let our_fields = fields_by_number(ours);
     for (number, reference) in &published_fields {
         let Some(field) = our_fields.get(number) else {
-            diffs.push(format!(
-                "{name} field {number}: missing published field `{}`",
-                reference.name()
-            ));
+            diffs.push(format!("{name} field {number}: missing published field `{}`", reference.name()));
             continue;
         };
         let mut differs = |what: &str, ours: String, published: String| {
             if ours != published {
-                diffs.push(format!(
-                    "{name} field {number}: {what} {ours} (ours) vs {published} (published)"
-                ));
+                diffs.push(format!("{name} field {number}: {what} {ours} (ours) vs {published} (published)"));
             }
         };
         differs("name", field.name().to_owned(), reference.name().to_owned());
         differs("type", field_type(field), field_type(reference));
         differs("label", field_label(field), field_label(reference));
-        differs(
-            "proto3_optional",
-            field.proto3_optional().to_string(),
-            reference.proto3_optional().to_string(),
-        );
-        differs(
-            "oneof",
-            oneof_of(ours, field),
-            oneof_of(published, reference),
-        );
+        differs("proto3_optional", field.proto3_optional().to_string(), reference.proto3_optional().to_string());
+        differs("oneof", oneof_of(ours, field), oneof_of(published, reference));
     }
     for (number, field) in &our_fields {
         if *number < FIRST_OWN_NUMBER && !published_fields.contains_key(number) {
@@ -263,11 +220,7 @@ fn fields_by_number(message: &DescriptorProto) -> BTreeMap<i32, &FieldDescriptor
 
 /// `string`, `message .pkg.Name`, `enum .pkg.Name`, ...
 fn field_type(field: &FieldDescriptorProto) -> String {
-    let scalar = field
-        .r#type()
-        .as_str_name()
-        .trim_start_matches("TYPE_")
-        .to_ascii_lowercase();
+    let scalar = field.r#type().as_str_name().trim_start_matches("TYPE_").to_ascii_lowercase();
     if field.type_name().is_empty() {
         scalar
     } else {
@@ -277,11 +230,7 @@ fn field_type(field: &FieldDescriptorProto) -> String {
 
 /// `optional` (singular, also proto3 fields without the keyword), `repeated`.
 fn field_label(field: &FieldDescriptorProto) -> String {
-    field
-        .label()
-        .as_str_name()
-        .trim_start_matches("LABEL_")
-        .to_ascii_lowercase()
+    field.label().as_str_name().trim_start_matches("LABEL_").to_ascii_lowercase()
 }
 
 /// The real oneof `field` belongs to, or `none`; a proto3 `optional` field's
@@ -296,20 +245,12 @@ fn oneof_of(message: &DescriptorProto, field: &FieldDescriptorProto) -> String {
     }
 }
 
-fn compare_enum(
-    name: &str,
-    published: &EnumDescriptorProto,
-    ours: &EnumDescriptorProto,
-    diffs: &mut Vec<String>,
-) {
+fn compare_enum(name: &str, published: &EnumDescriptorProto, ours: &EnumDescriptorProto, diffs: &mut Vec<String>) {
     // Several names per number when an enum allows aliases.
     let by_number = |e: &EnumDescriptorProto| {
         let mut values = BTreeMap::<i32, BTreeSet<String>>::new();
         for v in &e.value {
-            values
-                .entry(v.number())
-                .or_default()
-                .insert(v.name().to_owned());
+            values.entry(v.number()).or_default().insert(v.name().to_owned());
         }
         values
     };
@@ -318,10 +259,7 @@ fn compare_enum(
     let our_values = by_number(ours);
     for (number, reference) in &published_values {
         match our_values.get(number) {
-            None => diffs.push(format!(
-                "{name} value {number}: missing published value {}",
-                join(reference)
-            )),
+            None => diffs.push(format!("{name} value {number}: missing published value {}", join(reference))),
             Some(names) if names != reference => diffs.push(format!(
                 "{name} value {number}: name {} (ours) vs {} (published)",
                 join(names),
@@ -350,38 +288,18 @@ fn compare_service(
     for method in &ours.method {
         let method_name = method.name();
         let Some(reference) = published.method.iter().find(|m| m.name() == method_name) else {
-            diffs.push(format!(
-                "{name} method {method_name}: not published; new methods belong in our own package"
-            ));
+            diffs.push(format!("{name} method {method_name}: not published; new methods belong in our own package"));
             continue;
         };
         let mut differs = |what: &str, ours: String, published: String| {
             if ours != published {
-                diffs.push(format!(
-                    "{name} method {method_name}: {what} {ours} (ours) vs {published} (published)"
-                ));
+                diffs.push(format!("{name} method {method_name}: {what} {ours} (ours) vs {published} (published)"));
             }
         };
-        differs(
-            "input",
-            method.input_type().to_owned(),
-            reference.input_type().to_owned(),
-        );
-        differs(
-            "output",
-            method.output_type().to_owned(),
-            reference.output_type().to_owned(),
-        );
-        differs(
-            "client streaming",
-            yes_no(method.client_streaming()),
-            yes_no(reference.client_streaming()),
-        );
-        differs(
-            "server streaming",
-            yes_no(method.server_streaming()),
-            yes_no(reference.server_streaming()),
-        );
+        differs("input", method.input_type().to_owned(), reference.input_type().to_owned());
+        differs("output", method.output_type().to_owned(), reference.output_type().to_owned());
+        differs("client streaming", yes_no(method.client_streaming()), yes_no(reference.client_streaming()));
+        differs("server streaming", yes_no(method.server_streaming()), yes_no(reference.server_streaming()));
     }
 }
 
@@ -410,10 +328,9 @@ fn compare_packages(published: &Schema<'_>, ours: &Schema<'_>, diffs: &mut Vec<S
             continue;
         }
         match published.elements.get(name) {
-            Some(reference) if reference.kind != element.kind => diffs.push(format!(
-                "{name}: {} (ours) vs {} (published)",
-                element.kind, reference.kind
-            )),
+            Some(reference) if reference.kind != element.kind => {
+                diffs.push(format!("{name}: {} (ours) vs {} (published)", element.kind, reference.kind))
+            }
             Some(_) => {}
             // A nested element of an unpublished message: reported at the message.
             None if element.parent.as_ref().is_some_and(|p| !published.elements.contains_key(p)) => {}

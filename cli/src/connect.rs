@@ -2,12 +2,12 @@
 //! ([`wendy_net::connect`], its timeouts) so that we control verification
 //! (pinned pki-core CA, device CA bundle, TOFU capture).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Channel, Uri};
+use wendy_identity::tls::CapturingVerifier;
 
 use crate::addr::HostPort;
 
@@ -22,61 +22,6 @@ pub async fn tls(addr: &HostPort, config: ClientConfig, server_name: &str) -> Re
     let server_name = ServerName::try_from(server_name.to_owned())
         .unwrap_or_else(|_| ServerName::try_from("wendy.invalid").expect("constant is a valid DNS name"));
     wendy_net::connect::tls(addr, Arc::new(config), server_name).await
-}
-
-/// A verifier that records the server's chain and then refuses, so the
-/// connection carries nothing after the ClientHello. Used to learn a
-/// server's CA before deciding to trust it.
-#[derive(Debug, Default)]
-pub struct CapturingVerifier {
-    chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
-}
-
-impl CapturingVerifier {
-    /// The captured chain, leaf first.
-    pub fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.chain.lock().ok().and_then(|g| g.clone())
-    }
-}
-
-impl ServerCertVerifier for CapturingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        if let Ok(mut g) = self.chain.lock() {
-            *g = Some(chain);
-        }
-        Err(rustls::Error::General("certificate captured for the trust decision".into()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("certificate captured for the trust decision".into()))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        wendy_identity::tls::supported_schemes()
-    }
 }
 
 /// Connects once to `addr` with a [`CapturingVerifier`] and returns the

@@ -7,7 +7,7 @@
 //! - [`PinnedCaServerVerifier`]: clients of pki-core pin its CA fingerprint;
 //! - [`BundleServerVerifier`]: the CLI checks a device against its CA bundle.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -353,6 +353,41 @@ impl ServerCertVerifier for BundleServerVerifier {
             }
         }
         Ok(ServerCertVerified::assertion())
+    }
+
+    tls13_only_signature_checks!();
+}
+
+/// A verifier that records the server's chain and then refuses, so the
+/// connection carries nothing after the ClientHello. Used to learn a
+/// server's CA before deciding to trust it (the CLI's trust on first use).
+#[derive(Debug, Default)]
+pub struct CapturingVerifier {
+    chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
+}
+
+impl CapturingVerifier {
+    /// The captured chain, leaf first.
+    pub fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.chain.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl ServerCertVerifier for CapturingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = vec![end_entity.clone().into_owned()];
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        if let Ok(mut g) = self.chain.lock() {
+            *g = Some(chain);
+        }
+        Err(rustls::Error::General("certificate captured for the trust decision".into()))
     }
 
     tls13_only_signature_checks!();

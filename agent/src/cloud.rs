@@ -15,7 +15,6 @@ use wendy_identity::fingerprint::Fingerprint;
 use wendy_identity::tls::{client_config, Credentials, PinnedCaServerVerifier};
 use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
 use wendy_proto::pkicore::crl_service_client::CrlServiceClient;
-use wendy_proto::MAX_MESSAGE_BYTES;
 
 /// How long connecting to pki-core may take (TCP, then TLS).
 pub const CONNECT_TIMEOUT: Duration = wendy_net::connect::CONNECT_TIMEOUT;
@@ -128,16 +127,12 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The certificate service client on `channel`, with the message limit.
 pub fn certificates(channel: Channel) -> CertificateServiceClient<Channel> {
-    CertificateServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    wendy_proto::limited!(CertificateServiceClient::new(channel))
 }
 
 /// The CRL service client on `channel`, with the message limit.
 pub fn crls(channel: Channel) -> CrlServiceClient<Channel> {
-    CrlServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    wendy_proto::limited!(CrlServiceClient::new(channel))
 }
 
 /// An error and all its sources, joined with `: `.

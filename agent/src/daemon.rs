@@ -26,7 +26,6 @@ use wendy_proto::agent::{IsProvisionedResponse, StartProvisioningRequest};
 use wendy_proto::agent_admin::device_admin_service_server::DeviceAdminServiceServer;
 use wendy_proto::agent_v2::wendy_device_info_service_server::WendyDeviceInfoServiceServer;
 use wendy_proto::agent_v2::wendy_provisioning_service_server::WendyProvisioningServiceServer as ProvisioningV2Server;
-use wendy_proto::MAX_MESSAGE_BYTES;
 
 use crate::avahi::{Advertisement, Advertiser};
 use crate::config::Config;
@@ -406,7 +405,7 @@ impl Daemon {
         let (tx, rx) = oneshot::channel::<()>();
         let router = services
             .published(server().layer(crate::authz::RoleLayer).add_service(health))
-            .add_service(limit!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
+            .add_service(wendy_proto::limited!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {
             let _keep = health_reporter;
@@ -461,14 +460,6 @@ fn server() -> wendy_net::server::LimitedServer {
     wendy_net::server::builder(wendy_net::limits::ServerLimits::DEVICE)
 }
 
-/// Sets both message-size limits of a generated server to [`MAX_MESSAGE_BYTES`].
-macro_rules! limit {
-    ($server:expr) => {
-        $server.max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
-    };
-}
-use limit;
-
 /// The published services both ports serve (v1 and v2 side by side).
 struct Services {
     info: DeviceInfo,
@@ -488,9 +479,9 @@ impl Services {
     /// Adds them to `router`, each with the message-size limits.
     fn published<L>(self, router: tonic::transport::server::Router<L>) -> tonic::transport::server::Router<L> {
         router
-            .add_service(limit!(WendyAgentServiceServer::new(self.info.clone())))
-            .add_service(limit!(WendyDeviceInfoServiceServer::new(self.info)))
-            .add_service(limit!(WendyProvisioningServiceServer::new(self.provisioning.clone())))
-            .add_service(limit!(ProvisioningV2Server::new(self.provisioning)))
+            .add_service(wendy_proto::limited!(WendyAgentServiceServer::new(self.info.clone())))
+            .add_service(wendy_proto::limited!(WendyDeviceInfoServiceServer::new(self.info)))
+            .add_service(wendy_proto::limited!(WendyProvisioningServiceServer::new(self.provisioning.clone())))
+            .add_service(wendy_proto::limited!(ProvisioningV2Server::new(self.provisioning)))
     }
 }

@@ -12,7 +12,6 @@ use wendy_identity::verify::CertificateInfo;
 use wendy_identity::PKICORE_SERVER_NAME;
 use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
 use wendy_proto::contract::AUTHORIZATION_HEADER;
-use wendy_proto::MAX_MESSAGE_BYTES;
 
 use crate::addr::HostPort;
 use crate::connect::{self, DialError};
@@ -121,9 +120,7 @@ pub async fn connect(
     let verifier = Arc::new(PinnedCaServerVerifier::new(pin, Some(PKICORE_SERVER_NAME)));
     let config = client_config(verifier, credentials).map_err(|e| CliError::identity("building the TLS config", e))?;
     match connect::tls(addr, config, PKICORE_SERVER_NAME).await {
-        Ok(ch) => Ok(CertificateServiceClient::new(ch)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)),
+        Ok(ch) => Ok(wendy_proto::limited!(CertificateServiceClient::new(ch))),
         Err(e) => {
             let err = connect_error("pki-core", addr, &e);
             if matches!(err, CliError::Untrusted { .. }) {

@@ -24,7 +24,6 @@ use wendy_proto::agent_admin::device_admin_service_client::DeviceAdminServiceCli
 use wendy_proto::agent_admin::UnprovisionRequest;
 use wendy_proto::cloud::CreateAssetEnrollmentTokenRequest;
 use wendy_proto::contract::{mtls_port, DEFAULT_AGENT_PORT, DEFAULT_PKICORE_PORT};
-use wendy_proto::MAX_MESSAGE_BYTES;
 
 use crate::addr::HostPort;
 use crate::cloud;
@@ -127,15 +126,11 @@ pub struct Connection {
 
 impl Connection {
     fn agent(&self) -> WendyAgentServiceClient<Channel> {
-        WendyAgentServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        wendy_proto::limited!(WendyAgentServiceClient::new(self.channel.clone()))
     }
 
     fn provisioning(&self) -> WendyProvisioningServiceClient<Channel> {
-        WendyProvisioningServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        wendy_proto::limited!(WendyProvisioningServiceClient::new(self.channel.clone()))
     }
 }
 
@@ -405,9 +400,12 @@ pub async fn unenroll(store: &Store, target: &Target) -> Result<UnenrollReport, 
             hint: Some("provision it with `wendy device provision`".into()),
         });
     }
-    DeviceAdminServiceClient::new(conn.channel.clone()).unprovision(UnprovisionRequest {}).await.map_err(|s| {
-        CliError::from_status(format!("unenrolling the device at {}", conn.addr), &s, &device_hints(&conn))
-    })?;
+    wendy_proto::limited!(DeviceAdminServiceClient::new(conn.channel.clone()))
+        .unprovision(UnprovisionRequest {})
+        .await
+        .map_err(|s| {
+            CliError::from_status(format!("unenrolling the device at {}", conn.addr), &s, &device_hints(&conn))
+        })?;
     let _ = store.remember_device(&target.base, |d| {
         d.provisioned = false;
         d.asset_id = None;

@@ -266,7 +266,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
     match command {
         Command::Serve(_) => bail!("not an admin command"),
         Command::Ca(ca) => {
-            let mut client = CaAdminServiceClient::new(channel);
+            let mut client = wendy_proto::limited!(CaAdminServiceClient::new(channel));
             use wendy_proto::pkicore::*;
             let show = |c: &CaInfo| {
                 println!(
@@ -305,7 +305,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             }
         }
         Command::Apikey(k) => {
-            let mut client = ApiKeyAdminServiceClient::new(channel);
+            let mut client = wendy_proto::limited!(ApiKeyAdminServiceClient::new(channel));
             use wendy_proto::pkicore::*;
             match k {
                 ApiKey::Create { name, role } => {
@@ -334,7 +334,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             }
         }
         Command::Token(Token::Create { user, org, name, ttl, role }) => {
-            let mut client = CertificateServiceClient::new(channel);
+            let mut client = wendy_proto::limited!(CertificateServiceClient::new(channel));
             use wendy_proto::cloud::*;
             if user {
                 let r = client
@@ -363,7 +363,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             }
         }
         Command::Cert(c) => {
-            let mut client = CertificateServiceClient::new(channel);
+            let mut client = wendy_proto::limited!(CertificateServiceClient::new(channel));
             use wendy_proto::cloud::*;
             match c {
                 Cert::List { org, asset } => {
@@ -416,7 +416,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             }
         }
         Command::Credential(Credential::Provision { role, device, org, name, out, replace }) => {
-            let mut client = CredentialAdminServiceClient::new(channel);
+            let mut client = wendy_proto::limited!(CredentialAdminServiceClient::new(channel));
             let r = client
                 .provision_credential(wendy_proto::pkicore::ProvisionCredentialRequest {
                     role,

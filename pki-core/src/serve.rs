@@ -13,7 +13,6 @@ use wendy_proto::pkicore::api_key_admin_service_server::ApiKeyAdminServiceServer
 use wendy_proto::pkicore::ca_admin_service_server::CaAdminServiceServer;
 use wendy_proto::pkicore::credential_admin_service_server::CredentialAdminServiceServer;
 use wendy_proto::pkicore::crl_service_server::CrlServiceServer;
-use wendy_proto::MAX_MESSAGE_BYTES;
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -94,19 +93,14 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     let admin_listener = crate::admin::bind_socket(&socket_path)?;
     let admin = Admin::new(Arc::clone(&engine));
     let admin_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
-        .add_service(CaAdminServiceServer::new(admin.clone()))
-        .add_service(ApiKeyAdminServiceServer::new(admin.clone()))
-        .add_service(
-            CredentialAdminServiceServer::new(admin)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            CertificateServiceServer::new(Frontend::new(Arc::clone(&engine), Exposure::Local))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(CrlServiceServer::new(Crls::new(Arc::clone(&engine), Exposure::Local)))
+        .add_service(wendy_proto::limited!(CaAdminServiceServer::new(admin.clone())))
+        .add_service(wendy_proto::limited!(ApiKeyAdminServiceServer::new(admin.clone())))
+        .add_service(wendy_proto::limited!(CredentialAdminServiceServer::new(admin)))
+        .add_service(wendy_proto::limited!(CertificateServiceServer::new(Frontend::new(
+            Arc::clone(&engine),
+            Exposure::Local
+        ))))
+        .add_service(wendy_proto::limited!(CrlServiceServer::new(Crls::new(Arc::clone(&engine), Exposure::Local))))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(admin_listener), shutdown());
 
     // Wendy frontend.
@@ -131,16 +125,11 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     };
     let frontend_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
         .layer(crate::auth::throttle::AuthThrottleLayer::new(wendy_net::limits::REFUSAL_LOG_INTERVAL))
-        .add_service(
-            CertificateServiceServer::new(Frontend::new(Arc::clone(&engine), Exposure::Network))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            CrlServiceServer::new(Crls::new(Arc::clone(&engine), Exposure::Network))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_service(wendy_proto::limited!(CertificateServiceServer::new(Frontend::new(
+            Arc::clone(&engine),
+            Exposure::Network
+        ))))
+        .add_service(wendy_proto::limited!(CrlServiceServer::new(Crls::new(Arc::clone(&engine), Exposure::Network))))
         .serve_with_incoming_shutdown(crate::net::incoming(listener, acceptor), shutdown());
 
     let issuing = engine.issuing_ca()?;

@@ -46,6 +46,19 @@ pub mod refusal;
 /// bundles and CRLs while refusing oversized requests early.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// A generated gRPC server or client with both message-size limits set to
+/// [`MAX_MESSAGE_BYTES`]: `limited!(WendyAgentServiceServer::new(svc))`,
+/// `limited!(CertificateServiceClient::new(channel))`. Every endpoint and
+/// client of the workspace sets its limits through this.
+#[macro_export]
+macro_rules! limited {
+    ($generated:expr) => {
+        $generated
+            .max_decoding_message_size($crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::MAX_MESSAGE_BYTES)
+    };
+}
+
 /// Facts of the WendyOS contract that every binary shares: ports, names,
 /// mDNS records, environment variables. Defined here once.
 pub mod contract {

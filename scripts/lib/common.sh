@@ -22,6 +22,21 @@ export WENDY_OPENSSL_ROOT
 WENDY_PYCLIENT_VENV="${WENDY_PYCLIENT_VENV:-$WENDY_CACHE/pyclient-venv}"
 export WENDY_PYCLIENT_VENV
 
+# The published WendyOS protocol (Proto/ of the wendyos-proto reference),
+# which the conformance and published-client tests compare against. It is
+# never copied into the repository: it sits beside the checkout
+# (../shared/reference/wendyos-proto), and scripts/setup keeps a snapshot in
+# the cache so that clones elsewhere (CI) find it too.
+WENDY_PROTO_SNAPSHOT="$WENDY_CACHE/reference/wendyos-proto"
+if [ -z "${WENDY_PROTO_REFERENCE:-}" ]; then
+    if [ -d "$WENDY_ROOT/../shared/reference/wendyos-proto/Proto" ]; then
+        WENDY_PROTO_REFERENCE="$(cd "$WENDY_ROOT/../shared/reference/wendyos-proto/Proto" && pwd)"
+    else
+        WENDY_PROTO_REFERENCE="$WENDY_PROTO_SNAPSHOT/Proto"
+    fi
+fi
+export WENDY_PROTO_REFERENCE
+
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -258,7 +258,7 @@ def grpc_error(e: Any, stubs: Stubs) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--proto-dir", type=Path, default=Path(os.environ.get("WENDY_PUBLISHED_PROTO", DEFAULT_PROTO_DIR)))
+    p.add_argument("--proto-dir", type=Path, default=Path(os.environ.get("WENDY_PROTO_REFERENCE", DEFAULT_PROTO_DIR)))
     p.add_argument("--target", default="127.0.0.1:50051", help="plaintext h2c address (host:port)")
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of the connection and of the call, seconds")
     p.add_argument(

@@ -31,10 +31,10 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// The published definitions: `$WENDY_PUBLISHED_PROTO`, else
+/// The published definitions: `$WENDY_PROTO_REFERENCE`, else
 /// `<repo>/../shared/reference/wendyos-proto/Proto`.
 pub fn proto_dir() -> PathBuf {
-    std::env::var_os("WENDY_PUBLISHED_PROTO")
+    std::env::var_os("WENDY_PROTO_REFERENCE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/reference/wendyos-proto/Proto"))

@@ -3,7 +3,9 @@
 //!
 //! The published definitions are not part of the repository. They are read
 //! from `../shared/reference/wendyos-proto/Proto` beside the repository root
-//! (see `SOURCE.md` there), or from the directory in `WENDY_PROTO_REFERENCE`.
+//! (see `SOURCE.md` there), or from the directory in `WENDY_PROTO_REFERENCE`
+//! (which `scripts/lib/common.sh` sets, falling back to the snapshot
+//! `scripts/setup` keeps in the cache).
 //! When they are missing the tests print a SKIP line and pass, except under
 //! `WENDY_TEST_STRICT=1`, where they fail saying where they looked.
 //!

@@ -227,14 +227,34 @@ class Guest:
             time.sleep(interval)
 
     def reboot(self, timeout=300.0):
-        """Reboot from inside the guest; return seconds until the new login."""
+        """Reboot from inside the guest; return seconds until the new login.
+        The reboot command counts as this boot's power-on, so boot_split()
+        afterwards includes the shutdown."""
         self.console.send("systemctl reboot\n")
         t0 = time.monotonic()
-        self.console.expect(self.KERNEL, timeout)
+        _, t_kernel = self.console.expect(self.KERNEL, timeout)
         self.console.expect(self.LOGIN, timeout)
         t = time.monotonic() - t0
+        self.t_power_on, self.t_kernel = t0, t_kernel
         self._shell_init()
         return t
+
+    def boot_split(self, unit="wendy-agent.service"):
+        """This boot from power-on to `unit` active (READY=1 for the agent),
+        in seconds: {firmware, kernel, userspace, agent, ready}. firmware is
+        power-on (or the reboot command) to the kernel's first console line,
+        seen on the host; the rest comes from the guest's CLOCK_MONOTONIC
+        (0 = kernel start): kernel is up to systemd's start (initramfs
+        included), userspace up to the agent's exec, agent its exec to READY."""
+        out = self.check("systemctl show -p UserspaceTimestampMonotonic --value; "
+                         f"systemctl show -p ExecMainStartTimestampMonotonic --value {unit}; "
+                         f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}")
+        userspace, exec_start, active = (int(v) / 1e6 for v in out.split())
+        if not active:
+            raise GuestError(f"{unit} is not active")
+        firmware = self.t_kernel - self.t_power_on
+        return {"firmware": firmware, "kernel": userspace, "userspace": exec_start - userspace,
+                "agent": active - exec_start, "ready": firmware + active}
 
     def qmp_command(self, execute):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -283,6 +303,14 @@ class Guest:
     def guest_monotonic_to_power_on(self, mono_s):
         """Guest CLOCK_MONOTONIC seconds (0 = kernel start) to seconds since power-on."""
         return self.timings["power_on_to_kernel_s"] + mono_s
+
+
+def board_setting(board, key):
+    """A key of board-configs/<board>.conf (shell syntax), as the scripts read it."""
+    conf = os.path.join(REPO, "board-configs", f"{board}.conf")
+    out = subprocess.run(["bash", "-c", f'. "$1" && printf %s "${{{key}:-}}"', "-", conf],
+                         check=True, capture_output=True, text=True).stdout
+    return out or None
 
 
 # -- images ------------------------------------------------------------------

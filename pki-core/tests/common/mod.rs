@@ -38,7 +38,20 @@ pub struct Server {
 impl Server {
     /// Starts `pkicore serve all --dev` with `extra` arguments.
     pub fn start(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no flush) and starts a
+    /// new one on the same data directory (on a new port).
+    pub fn crash_and_restart(mut self, extra: &[&str]) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::start_in(dir, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let data = dir.path().join("data");
         let mut child = Command::new(binary())
             .arg("--data-dir")

@@ -26,39 +26,6 @@ mkdir -p "$root/usr/share/initramfs-tools/modules.d"
 # shellcheck disable=SC2086 # split on purpose: one module a line
 printf '%s\n' $WENDY_INITRAMFS_MODULES >"$root/usr/share/initramfs-tools/modules.d/wendyos.conf"
 
-# MODULES=list boards (fixed virtual hardware): the initramfs loads exactly
-# the listed modules and finds the root partition by PARTLABEL with blkid,
-# so it needs no udev. Its coldplug and settle cost seconds under
-# emulation, and the real root runs the coldplug again anyway. This hook
-# (run after the packages' hooks, so after udev's) takes udev out and keeps
-# the one thing udev's init-bottom script does that the boot needs: moving
-# /dev to the real root.
-if [ "$WENDY_INITRAMFS_POLICY" = list ]; then
-    mkdir -p "$root/etc/initramfs-tools/hooks"
-    cat >"$root/etc/initramfs-tools/hooks/wendyos-no-udev" <<'HOOK'
-#!/bin/sh
-# WendyOS (image/mmdebstrap/essential-hook.sh): no udev in the initramfs.
-set -e
-case "${1:-}" in prereqs) exit 0 ;; esac
-[ -x "$DESTDIR/sbin/blkid" ] || [ -x "$DESTDIR/usr/sbin/blkid" ] || {
-    echo "wendyos-no-udev: blkid is not in the initramfs; root=PARTLABEL= needs it" >&2
-    exit 1
-}
-rm -f "$DESTDIR/scripts/init-top/udev" "$DESTDIR/usr/bin/udevadm" "$DESTDIR/usr/lib/systemd/systemd-udevd"
-rm -rf "$DESTDIR/usr/lib/udev/rules.d" "$DESTDIR/usr/lib/udev/hwdb.bin"
-cat >"$DESTDIR/scripts/init-bottom/udev" <<'BOTTOM'
-#!/bin/sh
-# Move /dev to the real root (what udev's init-bottom script did).
-case "${1:-}" in prereqs) exit 0 ;; esac
-mount -n -o move /dev "${rootmnt:?}/dev" || mount -n --move /dev "${rootmnt}/dev"
-nuke /dev 2>/dev/null || rm -rf /dev
-ln -s "${rootmnt}/dev" /dev
-BOTTOM
-chmod 0755 "$DESTDIR/scripts/init-bottom/udev"
-HOOK
-    chmod 0755 "$root/etc/initramfs-tools/hooks/wendyos-no-udev"
-fi
-
 # The initramfs would be built once by the kernel's postinst and again by
 # the trigger of every later package that ships a hook; under emulation each
 # run costs minutes. Divert update-initramfs to a no-op while packages are

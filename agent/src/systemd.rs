@@ -28,7 +28,8 @@ pub fn init_logging() {
             Err(e) => eprintln!("wendy-agent: journald unavailable ({e}), logging to stderr"),
         }
     }
-    registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi)).init();
 }
 
 /// Tells the service manager the agent is ready. A no-op outside systemd

@@ -134,6 +134,19 @@ impl FakePki {
         self.ca.ca.fingerprint()
     }
 
+    /// A `StartProvisioning` request enrolling against this pki-core (its
+    /// address and pinned CA) with `token` as asset `asset_id`.
+    pub fn provisioning_request(&self, token: &str, asset_id: i32) -> wendy_proto::agent::StartProvisioningRequest {
+        wendy_proto::agent::StartProvisioningRequest {
+            organization_id: 1,
+            enrollment_token: token.to_owned(),
+            cloud_host: self.addr.to_string(),
+            asset_id,
+            ca_fingerprint: self.fingerprint().to_string(),
+            ..Default::default()
+        }
+    }
+
     /// Registers a single-use enrolment token.
     pub fn add_token(&self, token: &str) {
         self.state.lock().unwrap().tokens.insert(token.to_owned());

@@ -56,14 +56,7 @@ async fn worker(
         }
         let token = format!("tok-{id}-{trial}");
         pki.add_token(&token);
-        let request = StartProvisioningRequest {
-            organization_id: 1,
-            enrollment_token: token,
-            cloud_host: pki.addr.to_string(),
-            asset_id: 100 + trial as i32,
-            ca_fingerprint: pki.fingerprint().to_string(),
-            ..Default::default()
-        };
+        let request = pki.provisioning_request(&token, 100 + trial as i32);
         let channel = agent.plaintext().await.expect("plaintext");
         let call = tokio::spawn(async move { provisioning_client(channel).start_provisioning(request).await });
         if external {

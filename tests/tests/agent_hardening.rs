@@ -304,14 +304,7 @@ async fn mtls_port_survives_floods_and_hellos() {
     agent.start(&[]);
     set_nofile(agent.pid().unwrap(), wendy_net::limits::LIMIT_NOFILE as u64);
     provisioning_client(agent.plaintext().await.unwrap())
-        .start_provisioning(StartProvisioningRequest {
-            organization_id: 1,
-            enrollment_token: "tok-1".into(),
-            cloud_host: pki.addr.to_string(),
-            asset_id: 7,
-            ca_fingerprint: pki.fingerprint().to_string(),
-            ..Default::default()
-        })
+        .start_provisioning(pki.provisioning_request("tok-1", 7))
         .await
         .expect("StartProvisioning");
     let ca = pki.ca().ca.certificate_pem();

@@ -45,14 +45,7 @@ async fn refusals_are_clear_and_the_agent_keeps_serving() {
     agent.start(&[("WENDY_CRL_REFRESH_SECS", "1")]);
     let plain = agent.plaintext().await.unwrap();
     provisioning_client(plain)
-        .start_provisioning(StartProvisioningRequest {
-            organization_id: 1,
-            enrollment_token: "tok-1".into(),
-            cloud_host: pki.addr.to_string(),
-            asset_id: 7,
-            ca_fingerprint: pki.fingerprint().to_string(),
-            ..Default::default()
-        })
+        .start_provisioning(pki.provisioning_request("tok-1", 7))
         .await
         .expect("StartProvisioning");
     let ca = pki.ca().ca.certificate_pem();
@@ -150,14 +143,7 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
     assert!(agent.log_text().contains("provisioning.json is corrupt"));
 
     let mut prov = provisioning_client(agent.plaintext().await.unwrap());
-    let base = StartProvisioningRequest {
-        organization_id: 1,
-        enrollment_token: "unknown-token".into(),
-        cloud_host: pki.addr.to_string(),
-        asset_id: 1,
-        ca_fingerprint: pki.fingerprint().to_string(),
-        ..Default::default()
-    };
+    let base = pki.provisioning_request("unknown-token", 1);
     // Invalid field, wrong token, unreachable pki-core: each a clear status.
     let e = prov.start_provisioning(StartProvisioningRequest { organization_id: 0, ..base.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");

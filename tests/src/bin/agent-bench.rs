@@ -64,14 +64,7 @@ async fn latency(runs: usize) {
         let token = format!("bench-{i}");
         pki.add_token(&token);
         let plain = agent.plaintext().await.unwrap();
-        let req = StartProvisioningRequest {
-            organization_id: 1,
-            enrollment_token: token,
-            cloud_host: pki.addr.to_string(),
-            asset_id: 1 + i as i32,
-            ca_fingerprint: pki.fingerprint().to_string(),
-            ..Default::default()
-        };
+        let req = pki.provisioning_request(&token, 1 + i as i32);
         let start = Instant::now();
         provisioning_client(plain).start_provisioning(req).await.expect("StartProvisioning");
         let ch = agent.mtls(&admin.credentials, &ca).await.expect("mTLS");

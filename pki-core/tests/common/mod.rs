@@ -41,26 +41,51 @@ impl Server {
         Self::start_in(tempfile::tempdir().unwrap(), extra)
     }
 
+    /// Starts it logging at `info` into `<data dir>/../pkicore.log`
+    /// ([`Server::log_text`]) instead of the test's stderr.
+    pub fn start_logged(extra: &[&str]) -> Server {
+        Self::spawn(tempfile::tempdir().unwrap(), extra, true)
+    }
+
+    /// What a [`Server::start_logged`] server has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pkicore.log")).unwrap_or_default()
+    }
+
+    /// Kills it with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the server with SIGKILL (no shutdown, no flush) and starts a
     /// new one on the same data directory (on a new port).
     pub fn crash_and_restart(mut self, extra: &[&str]) -> Server {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         drop(self);
         Self::start_in(dir, extra)
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::spawn(dir, extra, false)
+    }
+
+    fn spawn(dir: tempfile::TempDir, extra: &[&str], logged: bool) -> Server {
         let data = dir.path().join("data");
+        let (level, stderr) = if logged {
+            ("info", Stdio::from(std::fs::File::create(dir.path().join("pkicore.log")).unwrap()))
+        } else {
+            ("warn", Stdio::inherit())
+        };
         let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(&data)
             .args(["serve", "all", "--dev", "--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("PKICORE_LOG", "warn")
+            .env("PKICORE_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn pkicore");
         let stdout = child.stdout.take().unwrap();

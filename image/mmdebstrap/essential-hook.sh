@@ -26,6 +26,14 @@ mkdir -p "$root/usr/share/initramfs-tools/modules.d"
 # shellcheck disable=SC2086 # split on purpose: one module a line
 printf '%s\n' $WENDY_INITRAMFS_MODULES >"$root/usr/share/initramfs-tools/modules.d/wendyos.conf"
 
+# WendyOS's initramfs hook and boot script (image/mmdebstrap/initramfs/):
+# e2fsck in the initramfs, no udev on MODULES=list boards, and the
+# x-initrd.mount entries of /etc/fstab mounted before systemd starts.
+src="$(dirname "$0")/initramfs"
+install -D -m 0755 "$src/hooks/wendyos" "$root/etc/initramfs-tools/hooks/wendyos"
+install -D -m 0755 "$src/scripts/local-bottom/wendyos-mounts" \
+    "$root/etc/initramfs-tools/scripts/local-bottom/wendyos-mounts"
+
 # The initramfs would be built once by the kernel's postinst and again by
 # the trigger of every later package that ships a hook; under emulation each
 # run costs minutes. Divert update-initramfs to a no-op while packages are

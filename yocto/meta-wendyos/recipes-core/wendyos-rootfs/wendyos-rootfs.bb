@@ -43,6 +43,9 @@ do_install() {
     # into the data partition, so wendy-agent/ exists before the bind mount.
     install -d -m 0755 ${D}/data ${D}/boot/config ${D}/boot/efi
     install -d -m 0700 ${D}/data/wendy-agent ${D}${sysconfdir}/wendy-agent
+    # The agent's unit writes here (ReadWritePaths=) and starts before
+    # systemd-tmpfiles-setup, so the directory ships in the image.
+    install -d -m 0755 ${D}${sysconfdir}/avahi/services
 }
 
 # One package holding the whole overlay, wherever its files live.

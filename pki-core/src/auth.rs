@@ -71,6 +71,13 @@ pub mod throttle {
     pub const MAX_PENALTY: Duration = Duration::from_secs(60);
     /// Sources tracked at once.
     pub const MAX_TRACKED: usize = 4096;
+    /// What of a refused call's request body is read (and dropped) before
+    /// the refusal is sent, and for how long at most. A client still
+    /// sending when the answer comes can see its stream reset instead of
+    /// the refusal; a unary request is far below this.
+    pub const DRAIN_LIMIT: usize = 64 * 1024;
+    /// See [`DRAIN_LIMIT`].
+    pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 
     #[derive(Debug)]
     struct Entry {
@@ -182,7 +189,7 @@ pub mod throttle {
     where
         S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
         S::Future: Send,
-        B: Send + 'static,
+        B: http_body::Body + Send + Unpin + 'static,
         RB: Default + Send + 'static,
     {
         type Response = http::Response<RB>;
@@ -204,7 +211,10 @@ pub mod throttle {
                         "too many failed API-key calls from this address; retry in {} s",
                         wait.as_secs().max(1)
                     ));
-                    return Box::pin(async move { Ok(status.into_http()) });
+                    return Box::pin(async move {
+                        drain(req.into_body()).await;
+                        Ok(status.into_http())
+                    });
                 }
             }
             let clone = self.inner.clone();
@@ -218,6 +228,23 @@ pub mod throttle {
                 Ok(response)
             })
         }
+    }
+
+    /// Reads and drops a refused call's request body, at most
+    /// [`DRAIN_LIMIT`] bytes within [`DRAIN_TIME`].
+    async fn drain<B: http_body::Body + Unpin>(mut body: B) {
+        use http_body_util::BodyExt;
+        let mut left = DRAIN_LIMIT;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let len = frame.data_ref().map_or(0, bytes::Buf::remaining);
+                left = left.saturating_sub(len);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     #[cfg(test)]

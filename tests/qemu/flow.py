@@ -125,6 +125,14 @@ def wait_agent_ready(guest, timeout=180.0):
     return t
 
 
+def wait_guest_address(guest, timeout=120.0):
+    """The guest has a global IPv4 address (DHCP done). The agent is READY
+    before that: it binds 0.0.0.0 and does not wait for the network, so a
+    client can reach it only from here on."""
+    out, _ = guest.wait_until("ip -4 -o addr show scope global | grep -q inet", timeout, interval=1.0)
+    return out
+
+
 def guest_listening(guest, port):
     rc, _ = guest.run(f"ss -Htln 'sport = :{port}' | grep -q .")
     return rc == 0
@@ -181,6 +189,7 @@ def reboot_and_check(guest, cli, device_addr):
     """Reboot; the device must come back provisioned, serving mTLS only."""
     t = guest.reboot()
     wait_agent_ready(guest)
+    wait_guest_address(guest)
     detail = check_provisioned_in_guest(guest)
     version = cli.json("device", "version", "--device", device_addr)
     if version.get("mode") != "mtls":

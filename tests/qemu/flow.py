@@ -77,9 +77,15 @@ class PkiCore:
         subprocess.run([os.path.join(REPO, "pki-core", "build-container"), "--binary", binary,
                         "--allow-dynamic", "--tag", PKICORE_IMAGE], check=True)
         sh(["podman", "volume", "create", self.volume])
-        sh(["podman", "run", "-d", "--name", self.name,
-            "-p", f"127.0.0.1:{self.port}:50051", "-v", f"{self.volume}:/data",
-            PKICORE_IMAGE, "serve", "all", "--dev"])
+        try:
+            sh(["podman", "run", "-d", "--name", self.name,
+                "-p", f"127.0.0.1:{self.port}:50051", "-v", f"{self.volume}:/data",
+                PKICORE_IMAGE, "serve", "all", "--dev"])
+        except subprocess.CalledProcessError as e:
+            # Nothing left behind (a created container and its volume), and
+            # podman's own words (for example: the port is taken).
+            self.stop()
+            raise GuestError(f"podman run failed (exit {e.returncode}): {e.stderr.strip()}") from None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             logs = subprocess.run(["podman", "logs", self.name], text=True,

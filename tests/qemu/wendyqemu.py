@@ -252,10 +252,7 @@ class Guest:
         t0 = time.monotonic()
         self.wait_reset(timeout)
         self.start(power_on=t0)
-        self.console.expect(self.LOGIN, timeout)
-        t = time.monotonic() - t0
-        self._shell_init()
-        return t
+        return self.wait_login(timeout)
 
     def wait_reset(self, timeout=300.0):
         """Wait for the guest to reset (QEMU exits: --reset-exits)."""

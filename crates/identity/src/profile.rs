@@ -3,9 +3,11 @@
 //! | profile | basic constraints | key usage | extended key usage | subject |
 //! |---|---|---|---|---|
 //! | CA | CA, path length 0 | keyCertSign, cRLSign, digitalSignature | none | `CN=<name>, O=WendyOS` |
+//! | code-signing CA | CA, path length 0 | keyCertSign, cRLSign | none | `CN=<name>, O=WendyOS` |
 //! | device | not a CA | digitalSignature | serverAuth, clientAuth | `CN=sh/wendy/<org>/<asset>` |
 //! | user | not a CA | digitalSignature | clientAuth | `CN=sh/wendy/<org>/user/<id>, OU=wendy-role=<Role>` |
 //! | server | not a CA | digitalSignature | serverAuth | `CN=<first DNS name>`, DNS SANs |
+//! | code signer | not a CA | digitalSignature | codeSigning | `CN=<name>` |
 //!
 //! Every leaf's NotBefore is backdated by [`CLOCK_SKEW_ALLOWANCE`].
 
@@ -51,6 +53,52 @@ pub enum LeafProfile {
         /// DNS names; the first is also the CN.
         dns_names: Vec<String>,
     },
+    /// A code signer (OS update bundles): codeSigning only, never a TLS
+    /// purpose. Issued only by a [`CaPurpose::CodeSigning`] CA.
+    CodeSigning {
+        /// The subject common name (non-empty).
+        common_name: String,
+    },
+}
+
+/// What a CA is for. Each purpose is a CA line of its own, with its own
+/// keys: a code-signing CA never issues TLS certificates, and the device
+/// CA never issues code signers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaPurpose {
+    /// Devices, users and the frontend's TLS server (the enrolment CA).
+    Device,
+    /// Code signers for OS update bundles (RAUC's keyring).
+    CodeSigning,
+}
+
+impl CaPurpose {
+    /// The name used in storage, APIs and the CLI: `device` or `codesign`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::CodeSigning => "codesign",
+        }
+    }
+}
+
+impl std::fmt::Display for CaPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CaPurpose {
+    type Err = Error;
+
+    /// `device` or `codesign` (also `code-signing`, `codesigning`), any case.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "device" => Ok(Self::Device),
+            "codesign" | "codesigning" => Ok(Self::CodeSigning),
+            other => Err(Error::Certificate(format!("unknown CA purpose {other:?}: expected device or codesign"))),
+        }
+    }
 }
 
 impl LeafProfile {
@@ -62,6 +110,7 @@ impl LeafProfile {
                 format!("{DEVICE_CN_PREFIX}{organization_id}/user/{user_id}")
             }
             Self::Server { dns_names } => dns_names.first().cloned().unwrap_or_default(),
+            Self::CodeSigning { common_name } => common_name.clone(),
         }
     }
 }
@@ -113,11 +162,28 @@ impl CertificateAuthority {
         not_before: OffsetDateTime,
         validity: Duration,
     ) -> Result<Self, Error> {
+        Self::create_for(CaPurpose::Device, common_name, key, not_before, validity)
+    }
+
+    /// [`CertificateAuthority::create_with_key`] for a CA of `purpose`. A
+    /// code-signing CA's key usage is only keyCertSign and cRLSign: it signs
+    /// certificates and CRLs, never a bundle itself.
+    pub fn create_for(
+        purpose: CaPurpose,
+        common_name: &str,
+        key: PrivateKey,
+        not_before: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<Self, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = ca_subject(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = match purpose {
+            CaPurpose::Device => {
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature]
+            }
+            CaPurpose::CodeSigning => vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+        };
         params.not_before = not_before;
         params.not_after = not_before + validity;
         params.serial_number = Some(random_serial()?);
@@ -204,6 +270,12 @@ impl CertificateAuthority {
                     .map_err(|e| Error::build("server certificate", e))?
                     .subject_alt_names;
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            }
+            LeafProfile::CodeSigning { common_name } => {
+                if common_name.trim().is_empty() {
+                    return Err(Error::build("code-signing certificate", "the common name must not be empty"));
+                }
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
             }
         }
         params.distinguished_name = dn;

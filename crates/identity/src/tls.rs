@@ -110,7 +110,9 @@ fn to_rustls_error(e: &VerifyError) -> rustls::Error {
         VerifyError::Expired { .. } => CertificateError::Expired,
         VerifyError::NotYetValid { .. } => CertificateError::NotValidYet,
         VerifyError::Revoked { .. } => CertificateError::Revoked,
-        VerifyError::MissingClientAuth | VerifyError::MissingServerAuth => CertificateError::InvalidPurpose,
+        VerifyError::MissingClientAuth | VerifyError::MissingServerAuth | VerifyError::MissingCodeSigning => {
+            CertificateError::InvalidPurpose
+        }
         VerifyError::BadSignature { .. } => CertificateError::BadSignature,
         VerifyError::WrongName(_) => CertificateError::NotValidForName,
         VerifyError::IssuerNotFound | VerifyError::PinMismatch(_) => CertificateError::UnknownIssuer,
@@ -149,7 +151,10 @@ macro_rules! tls13_only_signature_checks {
     };
 }
 
-fn tls13_signature(
+/// A TLS 1.3 handshake signature checked by aws-lc-rs over
+/// [`supported_schemes`]: the signature half of every WendyOS verifier, for
+/// custom verifiers outside this module too.
+pub fn tls13_signature(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,

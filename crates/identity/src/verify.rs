@@ -47,6 +47,8 @@ pub struct CertificateInfo {
     pub client_auth: bool,
     /// Whether the EKU extension lists serverAuth.
     pub server_auth: bool,
+    /// Whether the EKU extension lists codeSigning.
+    pub code_signing: bool,
     /// The SubjectPublicKeyInfo, DER.
     pub public_key_der: Vec<u8>,
     /// The subjectPublicKey bits (what signature verification takes).
@@ -74,9 +76,9 @@ impl CertificateInfo {
             .filter_map(|ou| ou.as_str().ok())
             .find_map(Role::from_subject_ou)
             .and_then(Result::ok);
-        let (client_auth, server_auth) = match cert.extended_key_usage() {
-            Ok(Some(eku)) => (eku.value.client_auth, eku.value.server_auth),
-            Ok(None) => (false, false),
+        let (client_auth, server_auth, code_signing) = match cert.extended_key_usage() {
+            Ok(Some(eku)) => (eku.value.client_auth, eku.value.server_auth, eku.value.code_signing),
+            Ok(None) => (false, false, false),
             Err(e) => return Err(Error::Certificate(format!("extended key usage: {e}"))),
         };
         let is_ca = match cert.basic_constraints() {
@@ -96,6 +98,7 @@ impl CertificateInfo {
             is_ca,
             client_auth,
             server_auth,
+            code_signing,
             public_key_der: tbs.subject_pki.raw.to_vec(),
             public_key_bits: tbs.subject_pki.subject_public_key.data.to_vec(),
             key_algorithm: crate::csr::spki_algorithm(&tbs.subject_pki).ok(),
@@ -138,6 +141,9 @@ pub enum VerifyError {
     /// The certificate lacks the serverAuth extended key usage.
     #[error("certificate lacks the serverAuth extended key usage")]
     MissingServerAuth,
+    /// The certificate lacks the codeSigning extended key usage.
+    #[error("certificate lacks the codeSigning extended key usage")]
+    MissingCodeSigning,
     /// The certificate is listed in its CA's CRL.
     #[error("certificate {serial} has been revoked")]
     Revoked {
@@ -186,7 +192,12 @@ pub enum Purpose {
     ClientAuth,
     /// A TLS server (serverAuth).
     ServerAuth,
+    /// A code signer (codeSigning).
+    CodeSigning,
 }
+
+/// The DER value of the codeSigning key purpose, 1.3.6.1.5.5.7.3.3.
+const OID_KP_CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
 /// A bundle plus the CRLs that verified under its CAs.
 #[derive(Clone, Debug, Default)]
@@ -270,6 +281,7 @@ impl TrustStore {
         let usage = match purpose {
             Purpose::ClientAuth => KeyUsage::client_auth(),
             Purpose::ServerAuth => KeyUsage::server_auth(),
+            Purpose::CodeSigning => KeyUsage::required(OID_KP_CODE_SIGNING),
         };
         let anchors = [anchor];
         let result = verify_for(cert, &anchors, intermediates, now, usage, revocation);
@@ -307,6 +319,7 @@ fn map_webpki_error(
         webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => match purpose {
             Purpose::ClientAuth => VerifyError::MissingClientAuth,
             Purpose::ServerAuth => VerifyError::MissingServerAuth,
+            Purpose::CodeSigning => VerifyError::MissingCodeSigning,
         },
         webpki::Error::CertRevoked => VerifyError::Revoked { serial: info.serial_hex.clone() },
         webpki::Error::UnknownIssuer

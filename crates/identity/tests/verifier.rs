@@ -164,3 +164,45 @@ fn ecdsa_leaf_under_ml_dsa_ca_is_accepted() {
         .unwrap();
     store(&[ca.certificate_pem()]).verify(&leaf.der, &[], Purpose::ClientAuth, now()).unwrap();
 }
+
+#[test]
+fn code_signers_verify_only_for_code_signing_and_only_under_their_ca() {
+    use wendy_identity::key::{KeyAlgorithm, PrivateKey};
+    use wendy_identity::profile::{CaPurpose, CertificateAuthority};
+    let at = OffsetDateTime::now_utc();
+    let key = PrivateKey::generate(KeyAlgorithm::MlDsa65).unwrap();
+    let codesign = CertificateAuthority::create_for(
+        CaPurpose::CodeSigning,
+        "WendyOS code-signing CA",
+        key,
+        at,
+        Duration::days(30),
+    )
+    .unwrap();
+    let ca_info = wendy_identity::verify::CertificateInfo::from_der(codesign.certificate()).unwrap();
+    assert!(ca_info.is_ca && !ca_info.code_signing && !ca_info.client_auth && !ca_info.server_auth);
+    let device_ca = ca("WendyOS Device CA");
+    let (_, signer) =
+        leaf_at(&codesign, &LeafProfile::CodeSigning { common_name: "release signer".into() }, at, Duration::days(30));
+    let info = wendy_identity::verify::CertificateInfo::from_der(&signer.der).unwrap();
+    assert!(info.code_signing && !info.client_auth && !info.server_auth && !info.is_ca);
+    assert_eq!(info.common_name.as_deref(), Some("release signer"));
+
+    let codesign_store = store(&[codesign.certificate_pem()]);
+    codesign_store.verify(&signer.der, &[], Purpose::CodeSigning, now()).unwrap();
+    for purpose in [Purpose::ClientAuth, Purpose::ServerAuth] {
+        assert!(codesign_store.verify(&signer.der, &[], purpose, now()).is_err(), "{purpose:?}");
+    }
+    assert_eq!(
+        store(&[device_ca.certificate_pem()]).verify(&signer.der, &[], Purpose::CodeSigning, now()).unwrap_err(),
+        VerifyError::IssuerNotFound
+    );
+    let (_, device) = leaf_at(&device_ca, &device_profile(), at, Duration::days(30));
+    assert_eq!(
+        store(&[device_ca.certificate_pem()]).verify(&device.der, &[], Purpose::CodeSigning, now()).unwrap_err(),
+        VerifyError::MissingCodeSigning
+    );
+    let empty = LeafProfile::CodeSigning { common_name: " ".into() };
+    let key = PrivateKey::generate(KeyAlgorithm::MlDsa65).unwrap();
+    assert!(codesign.issue(&empty, &key.public_key_der(), at, Duration::days(1)).is_err());
+}

@@ -1,5 +1,5 @@
-//! The local admin API: `pkicore.v1` CA, API-key and credential
-//! administration, plus the certificate service, on a Unix socket inside
+//! The local admin API: `wendyos.pkicore.v1` CA, code-signing, API-key and
+//! credential administration, plus the certificate service, on a Unix socket inside
 //! the data directory (mode 0600). Whoever can open the socket is the
 //! local operator; filesystem permissions are the authentication.
 
@@ -11,13 +11,14 @@ use tonic::{Request, Response, Status};
 use wendy_identity::role::Role;
 use wendy_proto::pkicore::api_key_admin_service_server::ApiKeyAdminService;
 use wendy_proto::pkicore::ca_admin_service_server::CaAdminService;
+use wendy_proto::pkicore::code_signing_admin_service_server::CodeSigningAdminService;
 use wendy_proto::pkicore::credential_admin_service_server::CredentialAdminService;
 use wendy_proto::pkicore::*;
 
 use crate::auth::Principal;
 use crate::engine::Engine;
 use crate::frontend::blocking;
-use crate::store::{ApiKeyRecord, CaRecord};
+use crate::store::{ApiKeyRecord, CaPurpose, CaRecord};
 use crate::Error;
 
 /// The admin services.
@@ -47,7 +48,16 @@ fn ca_info(c: &CaRecord) -> CaInfo {
         not_before: ts(c.not_before),
         not_after: ts(c.not_after),
         pem_certificate: c.certificate_pem.clone(),
+        purpose: c.purpose.name().into(),
     }
+}
+
+/// A CA purpose from a request: empty means `device`.
+fn purpose(s: &str) -> Result<CaPurpose, Status> {
+    if s.trim().is_empty() {
+        return Ok(CaPurpose::Device);
+    }
+    s.parse().map_err(|e: wendy_identity::Error| Status::from(Error::InvalidArgument(e.to_string())))
 }
 
 fn key_info(k: &ApiKeyRecord) -> ApiKeyInfo {
@@ -65,7 +75,9 @@ impl CaAdminService for Admin {
     async fn create_ca(&self, request: Request<CreateCaRequest>) -> Result<Response<CaInfo>, Status> {
         let engine = Arc::clone(&self.engine);
         let r = request.into_inner();
-        let ca = blocking(move || engine.create_ca(&r.common_name, &r.key_algorithm, r.validity_days, false)).await?;
+        let purpose = purpose(&r.purpose)?;
+        let ca = blocking(move || engine.create_ca(purpose, &r.common_name, &r.key_algorithm, r.validity_days, false))
+            .await?;
         Ok(Response::new(ca_info(&ca)))
     }
 
@@ -77,8 +89,9 @@ impl CaAdminService for Admin {
 
     async fn rotate_ca(&self, request: Request<RotateCaRequest>) -> Result<Response<CaInfo>, Status> {
         let engine = Arc::clone(&self.engine);
-        let id = request.into_inner().ca_id;
-        let ca = blocking(move || engine.rotate_ca(&id)).await?;
+        let r = request.into_inner();
+        let purpose = purpose(&r.purpose)?;
+        let ca = blocking(move || engine.rotate_ca(&r.ca_id, purpose)).await?;
         Ok(Response::new(ca_info(&ca)))
     }
 
@@ -97,6 +110,38 @@ impl CaAdminService for Admin {
             )
             .await?;
         Ok(Response::new(ExportCaResponse { pem_certificate }))
+    }
+}
+
+#[tonic::async_trait]
+impl CodeSigningAdminService for Admin {
+    async fn issue_code_signing_certificate(
+        &self,
+        request: Request<IssueCodeSigningCertificateRequest>,
+    ) -> Result<Response<IssueCodeSigningCertificateResponse>, Status> {
+        let engine = Arc::clone(&self.engine);
+        let r = request.into_inner();
+        let signer =
+            blocking(move || engine.issue_code_signing(&Principal::local(), &r.pem_csr, r.validity_days)).await?;
+        Ok(Response::new(IssueCodeSigningCertificateResponse {
+            pem_certificate: signer.record.certificate_pem,
+            pem_certificate_chain: signer.chain_pem,
+            certificate_id: signer.record.number,
+            serial_number: signer.record.id.to_ascii_uppercase(),
+            not_before: ts(signer.record.not_before),
+            not_after: ts(signer.record.not_after),
+            common_name: signer.common_name,
+        }))
+    }
+
+    async fn get_code_signing_ca(
+        &self,
+        _request: Request<GetCodeSigningCaRequest>,
+    ) -> Result<Response<GetCodeSigningCaResponse>, Status> {
+        let engine = Arc::clone(&self.engine);
+        let (pem_bundle, pem_crls) =
+            blocking(move || Ok((engine.codesign_bundle_pem()?, engine.codesign_crls()?))).await?;
+        Ok(Response::new(GetCodeSigningCaResponse { pem_bundle, pem_crls }))
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime};
 use wendy_identity::key::{KeyAlgorithm, PrivateKey};
-use wendy_identity::profile::CertificateAuthority;
+use wendy_identity::profile::{CaPurpose, CertificateAuthority};
 
 use crate::store::CaRecord;
 use crate::Error;
@@ -17,6 +17,11 @@ pub const DEFAULT_CA_VALIDITY: Duration = Duration::days(3652);
 
 /// Default CA common name.
 pub const DEFAULT_CA_COMMON_NAME: &str = "WendyOS pki-core CA";
+
+/// Common name of the code-signing CA created on first start (decision
+/// 0069). It differs from the device CA's, so no verifier ever tries one
+/// CA for the other's certificates.
+pub const DEFAULT_CODESIGN_CA_COMMON_NAME: &str = "WendyOS pki-core code-signing CA";
 
 /// A CA loaded with its key.
 #[derive(Debug)]
@@ -35,10 +40,11 @@ fn key_path(data_dir: &Path, id: &str) -> PathBuf {
     key_dir(data_dir).join(format!("{id}.key"))
 }
 
-/// Creates a CA (fresh key) and writes its key file. The caller stores the
-/// returned record. `not_before` lets rotation start the new CA "now".
+/// Creates a CA of `purpose` (fresh key) and writes its key file. The
+/// caller stores the returned record.
 pub fn create(
     data_dir: &Path,
+    purpose: CaPurpose,
     common_name: &str,
     algorithm: KeyAlgorithm,
     validity: Duration,
@@ -46,7 +52,7 @@ pub fn create(
 ) -> Result<LoadedCa, Error> {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
     let key = PrivateKey::generate(algorithm)?;
-    let ca = CertificateAuthority::create_with_key(common_name, key, now - Duration::minutes(5), validity)?;
+    let ca = CertificateAuthority::create_for(purpose, common_name, key, now - Duration::minutes(5), validity)?;
     let fingerprint = ca.fingerprint().to_string();
     let id = fingerprint[..16].to_owned();
     write_key(data_dir, &id, &ca.key().to_pem())?;
@@ -61,6 +67,7 @@ pub fn create(
         not_after: info.not_after.unix_timestamp(),
         issuing,
         created_at: now.unix_timestamp(),
+        purpose,
     };
     Ok(LoadedCa { record, ca })
 }
@@ -92,7 +99,7 @@ mod tests {
     #[test]
     fn key_files_are_0400_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = create(dir.path(), "t", KeyAlgorithm::EcdsaP256, Duration::days(1), true).unwrap();
+        let ca = create(dir.path(), CaPurpose::Device, "t", KeyAlgorithm::EcdsaP256, Duration::days(1), true).unwrap();
         let mode = std::fs::metadata(key_path(dir.path(), &ca.record.id)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o400);
         let again = load(dir.path(), &ca.record).unwrap();

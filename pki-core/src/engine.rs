@@ -11,7 +11,7 @@ use wendy_identity::bundle::TrustBundle;
 use wendy_identity::crl::{RevokedEntry, VerifiedCrl};
 use wendy_identity::csr::VerifiedCsr;
 use wendy_identity::key::{KeyAlgorithm, PrivateKey};
-use wendy_identity::profile::LeafProfile;
+use wendy_identity::profile::{CaPurpose, LeafProfile};
 use wendy_identity::role::Role;
 use wendy_identity::tls::{Credentials, WendyClientVerifier};
 use wendy_identity::verify::{CertificateInfo, Purpose, VerifyError};
@@ -44,6 +44,18 @@ pub const CRL_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// Validity of the frontend's TLS server certificate.
 pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
 
+/// Default validity of a code-signing certificate, in days.
+pub const DEFAULT_CODESIGN_VALIDITY_DAYS: i64 = 365;
+
+/// Longest validity of a code-signing certificate, in days (five years).
+/// RAUC checks the signer's validity when a bundle is installed, so this
+/// bounds how long a signed bundle stays installable, and how long a leaked
+/// signing key is useful without revocation.
+pub const MAX_CODESIGN_VALIDITY_DAYS: i64 = 1825;
+
+/// Longest common name of a code-signing certificate, in characters.
+pub const MAX_CODESIGN_COMMON_NAME: usize = 64;
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -73,14 +85,23 @@ impl EngineConfig {
     }
 }
 
-/// The CAs currently loaded.
+/// The loaded CAs of one purpose.
 #[derive(Debug)]
-struct CaSet {
+struct Line {
     issuing: Arc<LoadedCa>,
-    /// Every unexpired CA, issuing first.
+    /// Every unexpired CA of the purpose, issuing first.
     active: Vec<Arc<LoadedCa>>,
     bundle: TrustBundle,
     bundle_pem: String,
+}
+
+/// The CAs currently loaded: the device line (enrolment, TLS) and the
+/// code-signing line, which never meet (decision 0069).
+#[derive(Debug)]
+struct CaSet {
+    device: Line,
+    /// `None` once every code-signing CA has expired: rotate it.
+    codesign: Option<Line>,
 }
 
 /// A CRL as served.
@@ -88,8 +109,21 @@ struct CaSet {
 pub struct CrlEntry {
     /// The signing CA's id.
     pub ca_id: String,
+    /// The signing CA's purpose.
+    pub purpose: CaPurpose,
     /// PEM.
     pub pem: String,
+}
+
+/// A freshly issued code-signing certificate.
+#[derive(Debug)]
+pub struct CodeSigner {
+    /// The stored record (its `number` is the certificate id).
+    pub record: CertRecord,
+    /// The subject common name it was given.
+    pub common_name: String,
+    /// The code-signing CAs (PEM), issuing first.
+    pub chain_pem: String,
 }
 
 /// A freshly minted enrolment token (the secret is shown once).
@@ -152,13 +186,16 @@ fn lock_err<T>(_: T) -> Error {
 }
 
 impl Engine {
-    /// Opens the engine: loads every CA, creating an ML-DSA-65 ten-year CA
-    /// if there is none, and signs fresh CRLs.
+    /// Opens the engine: loads every CA, creating an ML-DSA-65 ten-year
+    /// device CA if there is none, and likewise a code-signing CA (also in
+    /// data directories made before code-signing CAs existed), and signs
+    /// fresh CRLs.
     pub fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, Error> {
         let mut records = store.list_cas()?;
-        if records.is_empty() {
+        if !records.iter().any(|r| r.purpose == CaPurpose::Device) {
             let created = ca::create(
                 &config.data_dir,
+                CaPurpose::Device,
                 &config.ca_common_name,
                 KeyAlgorithm::MlDsa65,
                 ca::DEFAULT_CA_VALIDITY,
@@ -168,18 +205,38 @@ impl Engine {
             tracing::info!(ca = %created.record.id, "created a new ML-DSA-65 CA");
             records = store.list_cas()?;
         }
+        if !records.iter().any(|r| r.purpose == CaPurpose::CodeSigning) {
+            // insert_ca writes the audit row ("created codesign CA ...").
+            let created = ca::create(
+                &config.data_dir,
+                CaPurpose::CodeSigning,
+                ca::DEFAULT_CODESIGN_CA_COMMON_NAME,
+                KeyAlgorithm::MlDsa65,
+                ca::DEFAULT_CA_VALIDITY,
+                true,
+            )?;
+            store.insert_ca(&created.record)?;
+            tracing::info!(ca = %created.record.id, "created a new ML-DSA-65 code-signing CA");
+            records = store.list_cas()?;
+        }
         if let Some(id) = &config.issuing_ca_id {
             let found = records.iter().find(|r| &r.id == id || &r.fingerprint == id);
             let Some(found) = found else {
                 return Err(Error::NotFound(format!("device_ca_id {id} is not a known CA")));
             };
+            if found.purpose != CaPurpose::Device {
+                return Err(Error::InvalidArgument(format!(
+                    "device_ca_id {id} is a {} CA, not a device CA",
+                    found.purpose
+                )));
+            }
             if !found.issuing {
                 store.set_issuing_ca(&found.id.clone(), now().unix_timestamp())?;
                 records = store.list_cas()?;
             }
         }
         let set = load_set(&config, &records)?;
-        let verifier = Arc::new(WendyClientVerifier::new(set.bundle.clone(), false));
+        let verifier = Arc::new(WendyClientVerifier::new(set.device.bundle.clone(), false));
         let engine = Self {
             config,
             store,
@@ -202,14 +259,25 @@ impl Engine {
         self.cas.read().map(|g| Arc::clone(&g)).map_err(lock_err)
     }
 
-    /// The issuing CA's record.
+    /// The issuing (device) CA's record.
     pub fn issuing_ca(&self) -> Result<CaRecord, Error> {
-        Ok(self.set()?.issuing.record.clone())
+        Ok(self.set()?.device.issuing.record.clone())
     }
 
-    /// Every active CA as one PEM bundle, issuing CA first.
+    /// Every active device CA as one PEM bundle, issuing CA first.
     pub fn bundle_pem(&self) -> Result<String, Error> {
-        Ok(self.set()?.bundle_pem.clone())
+        Ok(self.set()?.device.bundle_pem.clone())
+    }
+
+    /// Every active code-signing CA as one PEM bundle, issuing CA first:
+    /// what devices trust for update bundles (`/etc/rauc/keyring.pem`).
+    pub fn codesign_bundle_pem(&self) -> Result<String, Error> {
+        Ok(self.set()?.codesign.as_ref().ok_or_else(no_codesign_ca)?.bundle_pem.clone())
+    }
+
+    /// The issuing code-signing CA's record.
+    pub fn issuing_codesign_ca(&self) -> Result<CaRecord, Error> {
+        Ok(self.set()?.codesign.as_ref().ok_or_else(no_codesign_ca)?.issuing.record.clone())
     }
 
     /// The TLS identity of the frontend: a server certificate from the
@@ -221,7 +289,7 @@ impl Engine {
         let mut dns_names = vec![wendy_identity::PKICORE_SERVER_NAME.to_owned()];
         dns_names.extend(extra_names.iter().filter(|n| !n.is_empty()).cloned());
         dns_names.dedup();
-        let issued = set.issuing.ca.issue(
+        let issued = set.device.issuing.ca.issue(
             &LeafProfile::Server { dns_names: dns_names.clone() },
             &key.public_key_der(),
             now(),
@@ -234,7 +302,7 @@ impl Engine {
             subject: issued.serial_hex.clone(),
             detail: format!("frontend server certificate for {dns_names:?}"),
         })?;
-        Ok(Credentials { chain: vec![issued.der, set.issuing.ca.certificate().clone()], key })
+        Ok(Credentials { chain: vec![issued.der, set.device.issuing.ca.certificate().clone()], key })
     }
 
     // ---- authentication -------------------------------------------------
@@ -397,7 +465,7 @@ impl Engine {
 
     fn sign(&self, profile: &LeafProfile, public_key_der: &[u8], at: OffsetDateTime) -> Result<CertRecord, Error> {
         let set = self.set()?;
-        let issued = set.issuing.ca.issue(profile, public_key_der, at, self.config.leaf_validity)?;
+        let issued = set.device.issuing.ca.issue(profile, public_key_der, at, self.config.leaf_validity)?;
         let id = wendy_identity::crl::normalize_serial_hex(
             &hex::decode(&issued.serial_hex).map_err(|_| Error::Internal("serial is not hex".into()))?,
         );
@@ -409,11 +477,14 @@ impl Engine {
                 ("user", *organization_id, 0, user_id.clone(), Some(*role))
             }
             LeafProfile::Server { .. } => ("server", 0, 0, String::new(), None),
+            LeafProfile::CodeSigning { .. } => {
+                return Err(Error::Internal("code signers come from the code-signing CA, not sign()".into()))
+            }
         };
         let t = at.unix_timestamp();
         Ok(CertRecord {
             id,
-            ca_id: set.issuing.record.id.clone(),
+            ca_id: set.device.issuing.record.id.clone(),
             kind: kind.into(),
             organization_id,
             asset_id,
@@ -431,7 +502,8 @@ impl Engine {
         })
     }
 
-    /// The wire form of a stored certificate, with the CA bundle as chain.
+    /// The wire form of a stored certificate, with the bundle of its CA
+    /// line as chain.
     pub fn to_proto(&self, c: &CertRecord) -> Result<Certificate, Error> {
         let status = match c.status {
             CertStatus::Revoked => CertificateStatus::Revoked,
@@ -446,7 +518,11 @@ impl Engine {
             user_id,
             serial_number: c.id.to_ascii_uppercase(),
             pem_certificate: c.certificate_pem.clone(),
-            pem_certificate_chain: self.bundle_pem()?,
+            pem_certificate_chain: if c.kind == CODESIGN_KIND {
+                self.set()?.codesign.as_ref().map(|l| l.bundle_pem.clone()).unwrap_or_default()
+            } else {
+                self.bundle_pem()?
+            },
             not_before: ts(c.not_before),
             not_after: ts(c.not_after),
             status: status as i32,
@@ -643,39 +719,57 @@ impl Engine {
         let at = now();
         let mut entries = Vec::new();
         let mut verified = Vec::new();
-        for ca in &set.active {
-            let revoked = self
-                .store
-                .revoked_by_ca(&ca.record.id)?
-                .into_iter()
-                .map(|(serial_hex, t)| RevokedEntry {
-                    serial_hex,
-                    revoked_at: OffsetDateTime::from_unix_timestamp(t).unwrap_or(at),
-                })
-                .collect::<Vec<_>>();
-            let number = self.store.next_crl_number(&ca.record.id)?;
-            let pem =
-                wendy_identity::crl::build(&ca.ca, &revoked, number, at - Duration::minutes(5), at + CRL_VALIDITY)?;
-            verified.extend(VerifiedCrl::from_pem(&pem, &set.bundle)?);
-            entries.push(CrlEntry { ca_id: ca.record.id.clone(), pem });
+        let lines = [(CaPurpose::Device, Some(&set.device)), (CaPurpose::CodeSigning, set.codesign.as_ref())];
+        for (purpose, line) in lines {
+            let Some(line) = line else { continue };
+            for ca in &line.active {
+                let crl = self.sign_crl(ca, at)?;
+                let checked = VerifiedCrl::from_pem(&crl, &line.bundle)?;
+                // Only device CRLs concern the TLS verifier.
+                if purpose == CaPurpose::Device {
+                    verified.extend(checked);
+                }
+                entries.push(CrlEntry { ca_id: ca.record.id.clone(), purpose, pem: crl });
+            }
         }
         self.verifier.set_crls(&verified)?;
         *self.crls.write().map_err(lock_err)? = Arc::new(entries);
         Ok(())
     }
 
-    /// The current CRLs: of one CA (by id or fingerprint), or of all.
+    /// A fresh CRL of `ca`, PEM.
+    fn sign_crl(&self, ca: &LoadedCa, at: OffsetDateTime) -> Result<String, Error> {
+        let revoked = self
+            .store
+            .revoked_by_ca(&ca.record.id)?
+            .into_iter()
+            .map(|(serial_hex, t)| RevokedEntry {
+                serial_hex,
+                revoked_at: OffsetDateTime::from_unix_timestamp(t).unwrap_or(at),
+            })
+            .collect::<Vec<_>>();
+        let number = self.store.next_crl_number(&ca.record.id)?;
+        Ok(wendy_identity::crl::build(&ca.ca, &revoked, number, at - Duration::minutes(5), at + CRL_VALIDITY)?)
+    }
+
+    /// The current CRLs: of one CA of either purpose (by id or
+    /// fingerprint), or, with an empty `ca_id`, of every active device CA.
+    /// Code-signing CRLs are left out of the latter: devices verify each CRL
+    /// of that answer against their device CA bundle.
     pub fn crls(&self, ca_id: &str) -> Result<Vec<String>, Error> {
         let set = self.set()?;
         let crls = self.crls.read().map_err(lock_err)?.clone();
         let wanted = ca_id.trim();
+        let known = |c: &CrlEntry| {
+            set.device
+                .active
+                .iter()
+                .chain(set.codesign.iter().flat_map(|l| l.active.iter()))
+                .any(|a| a.record.id == c.ca_id && a.record.fingerprint == wanted)
+        };
         let out: Vec<String> = crls
             .iter()
-            .filter(|c| {
-                wanted.is_empty()
-                    || c.ca_id == wanted
-                    || set.active.iter().any(|a| a.record.id == c.ca_id && a.record.fingerprint == wanted)
-            })
+            .filter(|c| if wanted.is_empty() { c.purpose == CaPurpose::Device } else { c.ca_id == wanted || known(c) })
             .map(|c| c.pem.clone())
             .collect();
         if out.is_empty() && !wanted.is_empty() {
@@ -688,7 +782,7 @@ impl Engine {
 
     fn reload_cas(&self) -> Result<(), Error> {
         let set = load_set(&self.config, &self.store.list_cas()?)?;
-        self.verifier.set_bundle(set.bundle.clone())?;
+        self.verifier.set_bundle(set.device.bundle.clone())?;
         *self.cas.write().map_err(lock_err)? = Arc::new(set);
         self.refresh_crls()
     }
@@ -698,10 +792,12 @@ impl Engine {
         Ok(self.store.list_cas()?)
     }
 
-    /// Creates an additional CA. It joins the bundle; it issues only if
-    /// `issuing` (or if no CA issues).
+    /// Creates an additional CA of `purpose`. It joins its purpose's
+    /// bundle; it issues only if `issuing` (or if no CA of its purpose
+    /// issues).
     pub fn create_ca(
         &self,
+        purpose: CaPurpose,
         common_name: &str,
         algorithm: &str,
         validity_days: i64,
@@ -717,31 +813,137 @@ impl Engine {
             d if (1..=36_500).contains(&d) => Duration::days(d),
             _ => return Err(Error::InvalidArgument("validity_days must be between 1 and 36500".into())),
         };
-        let cn = if common_name.trim().is_empty() { self.config.ca_common_name.as_str() } else { common_name.trim() };
-        let created = ca::create(&self.config.data_dir, cn, algorithm, validity, issuing)?;
+        let default_cn = match purpose {
+            CaPurpose::Device => self.config.ca_common_name.as_str(),
+            CaPurpose::CodeSigning => ca::DEFAULT_CODESIGN_CA_COMMON_NAME,
+        };
+        let cn = if common_name.trim().is_empty() { default_cn } else { common_name.trim() };
+        let created = ca::create(&self.config.data_dir, purpose, cn, algorithm, validity, issuing)?;
         self.store.insert_ca(&created.record)?;
         self.reload_cas()?;
         Ok(created.record)
     }
 
-    /// Rotates a CA (the issuing one if `ca_id` is empty): a new key and
-    /// certificate with the same subject DN and algorithm that becomes the
-    /// issuing CA. The old CA stays in the bundle until it expires.
-    pub fn rotate_ca(&self, ca_id: &str) -> Result<CaRecord, Error> {
-        let old = if ca_id.trim().is_empty() { self.issuing_ca()? } else { self.find_ca(ca_id)? };
+    /// Rotates a CA (if `ca_id` is empty, the issuing one of `purpose`): a
+    /// new key and certificate with the same subject DN, algorithm and
+    /// purpose that becomes the issuing CA of that purpose. The old CA stays
+    /// in its bundle until it expires.
+    pub fn rotate_ca(&self, ca_id: &str, purpose: CaPurpose) -> Result<CaRecord, Error> {
+        let old = if ca_id.trim().is_empty() { self.newest_issuing(purpose)? } else { self.find_ca(ca_id)? };
         let algorithm: KeyAlgorithm =
             old.key_algorithm.parse().map_err(|e: wendy_identity::Error| Error::Internal(e.to_string()))?;
-        let created = ca::create(&self.config.data_dir, &old.common_name, algorithm, ca::DEFAULT_CA_VALIDITY, true)?;
+        let created =
+            ca::create(&self.config.data_dir, old.purpose, &old.common_name, algorithm, ca::DEFAULT_CA_VALIDITY, true)?;
         self.store.insert_ca(&created.record)?;
         self.store.audit(&AuditEntry {
             at: now().unix_timestamp(),
             event: "ca".into(),
             actor: "local".into(),
             subject: created.record.id.clone(),
-            detail: format!("rotated from CA {}", old.id),
+            detail: format!("rotated {} CA from CA {}", old.purpose, old.id),
         })?;
         self.reload_cas()?;
         Ok(created.record)
+    }
+
+    /// The issuing CA of `purpose` as stored (expired or not), else the
+    /// newest CA of that purpose.
+    fn newest_issuing(&self, purpose: CaPurpose) -> Result<CaRecord, Error> {
+        let records = self.store.list_cas()?;
+        records
+            .iter()
+            .rev()
+            .find(|r| r.purpose == purpose && r.issuing)
+            .or_else(|| records.iter().rev().find(|r| r.purpose == purpose))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no {purpose} CA")))
+    }
+
+    // ---- code signing (decision 0069) ---------------------------------------
+
+    /// The CRLs of the active code-signing CAs, issuing CA's first.
+    pub fn codesign_crls(&self) -> Result<Vec<String>, Error> {
+        let crls = self.crls.read().map_err(lock_err)?.clone();
+        Ok(crls.iter().filter(|c| c.purpose == CaPurpose::CodeSigning).map(|c| c.pem.clone()).collect())
+    }
+
+    /// Issues a code-signing certificate from the issuing code-signing CA
+    /// for a PKCS#10 CSR: EKU codeSigning only, keyUsage digitalSignature,
+    /// not a CA, subject `CN=<the CSR's CN, sanitised>`. Needs Admin. The
+    /// key must be ML-DSA-65; `validity_days` 0 means
+    /// [`DEFAULT_CODESIGN_VALIDITY_DAYS`], at most
+    /// [`MAX_CODESIGN_VALIDITY_DAYS`] (and never beyond the CA's expiry).
+    pub fn issue_code_signing(
+        &self,
+        principal: &Principal,
+        csr_pem: &str,
+        validity_days: i64,
+    ) -> Result<CodeSigner, Error> {
+        principal.require(Role::Admin)?;
+        let days = match validity_days {
+            0 => DEFAULT_CODESIGN_VALIDITY_DAYS,
+            d if (1..=MAX_CODESIGN_VALIDITY_DAYS).contains(&d) => d,
+            d => {
+                return Err(Error::InvalidArgument(format!(
+                    "validity_days {d} is out of range: a code-signing certificate is valid for 1 to \
+                     {MAX_CODESIGN_VALIDITY_DAYS} days (0 means {DEFAULT_CODESIGN_VALIDITY_DAYS})"
+                )))
+            }
+        };
+        let csr = Self::verify_csr(csr_pem)?;
+        if csr.algorithm != KeyAlgorithm::MlDsa65 {
+            return Err(Error::InvalidCsr(format!(
+                "code-signing keys must be ML-DSA-65 (update bundles are signed with ML-DSA-65); this CSR's key \
+                 is {}",
+                csr.algorithm
+            )));
+        }
+        let common_name = codesign_common_name(csr.requested_common_name.as_deref());
+        let set = self.set()?;
+        let line = set.codesign.as_ref().ok_or_else(no_codesign_ca)?;
+        let at = now();
+        let issued = line.issuing.ca.issue(
+            &LeafProfile::CodeSigning { common_name: common_name.clone() },
+            &csr.public_key_der,
+            at,
+            Duration::days(days),
+        )?;
+        let id = wendy_identity::crl::normalize_serial_hex(
+            &hex::decode(&issued.serial_hex).map_err(|_| Error::Internal("serial is not hex".into()))?,
+        );
+        let t = at.unix_timestamp();
+        let mut record = CertRecord {
+            id,
+            ca_id: line.issuing.record.id.clone(),
+            kind: CODESIGN_KIND.into(),
+            organization_id: 0,
+            asset_id: 0,
+            user_id: String::new(),
+            role: None,
+            certificate_pem: issued.pem,
+            not_before: issued.not_before.unix_timestamp(),
+            not_after: issued.not_after.unix_timestamp(),
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: 0,
+            created_at: t,
+            updated_at: t,
+            number: 0,
+        };
+        record.number = self.store.insert_certificate(
+            &record,
+            &AuditEntry {
+                at: t,
+                event: "codesign".into(),
+                actor: principal.id.clone(),
+                subject: record.id.clone(),
+                detail: format!(
+                    "code-signing certificate CN={common_name:?} for {days} days (until {}) from code-signing CA {}",
+                    issued.not_after, record.ca_id
+                ),
+            },
+        )?;
+        Ok(CodeSigner { record, common_name, chain_pem: line.bundle_pem.clone() })
     }
 
     /// One CA by id or fingerprint.
@@ -851,17 +1053,52 @@ pub fn owner(c: &CertRecord) -> (Option<i32>, Option<String>) {
     }
 }
 
+/// The `CertRecord::kind` of code-signing certificates.
+pub const CODESIGN_KIND: &str = "codesign";
+
+fn no_codesign_ca() -> Error {
+    Error::NotFound("no unexpired code-signing CA: rotate it (pkicore ca rotate --purpose codesign)".into())
+}
+
+/// The subject CN of a code signer: the CSR's CN with only ASCII letters,
+/// digits, `-_.@` and single spaces (for any run of whitespace) kept, at most [`MAX_CODESIGN_COMMON_NAME`]
+/// characters; `code-signer-<random id>` if nothing is left.
+pub fn codesign_common_name(requested: Option<&str>) -> String {
+    let kept: String = requested
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || " -_.@".contains(*c))
+        .take(MAX_CODESIGN_COMMON_NAME)
+        .collect();
+    let kept = kept.split_whitespace().collect::<Vec<_>>().join(" ");
+    if kept.is_empty() {
+        format!("code-signer-{}", secret::random_id())
+    } else {
+        kept
+    }
+}
+
 fn load_set(config: &EngineConfig, records: &[CaRecord]) -> Result<CaSet, Error> {
-    let at = now().unix_timestamp();
-    let issuing_record = records
-        .iter()
-        .rev()
-        .find(|r| r.issuing && r.not_after > at)
-        .or_else(|| records.iter().rev().find(|r| r.not_after > at))
+    let device = load_line(config, records, CaPurpose::Device)?
         .ok_or_else(|| Error::Internal("no unexpired CA: create or rotate one".into()))?;
+    let codesign = load_line(config, records, CaPurpose::CodeSigning)?;
+    if codesign.is_none() {
+        tracing::warn!("every code-signing CA has expired: rotate it (pkicore ca rotate --purpose codesign)");
+    }
+    Ok(CaSet { device, codesign })
+}
+
+/// The unexpired CAs of `purpose`, if any.
+fn load_line(config: &EngineConfig, records: &[CaRecord], purpose: CaPurpose) -> Result<Option<Line>, Error> {
+    let at = now().unix_timestamp();
+    let mine = || records.iter().rev().filter(|r| r.purpose == purpose && r.not_after > at);
+    let Some(issuing_record) = mine().find(|r| r.issuing).or_else(|| mine().next()) else {
+        return Ok(None);
+    };
     let issuing = Arc::new(ca::load(&config.data_dir, issuing_record)?);
     let mut active = vec![Arc::clone(&issuing)];
-    for r in records.iter().rev().filter(|r| r.not_after > at && r.id != issuing_record.id) {
+    for r in mine().filter(|r| r.id != issuing_record.id) {
         active.push(Arc::new(ca::load(&config.data_dir, r)?));
     }
     let mut bundle = TrustBundle::default();
@@ -869,5 +1106,9 @@ fn load_set(config: &EngineConfig, records: &[CaRecord]) -> Result<CaSet, Error>
         bundle.add(ca.ca.certificate().clone())?;
     }
     let bundle_pem = bundle.to_pem();
-    Ok(CaSet { issuing, active, bundle, bundle_pem })
+    Ok(Some(Line { issuing, active, bundle, bundle_pem }))
 }
+
+#[cfg(test)]
+#[path = "engine_codesign_tests.rs"]
+mod codesign_tests;

@@ -10,6 +10,7 @@ use pkicore::serve::ServeOptions;
 use wendy_proto::cloud::certificate_service_client::CertificateServiceClient;
 use wendy_proto::pkicore::api_key_admin_service_client::ApiKeyAdminServiceClient;
 use wendy_proto::pkicore::ca_admin_service_client::CaAdminServiceClient;
+use wendy_proto::pkicore::code_signing_admin_service_client::CodeSigningAdminServiceClient;
 use wendy_proto::pkicore::credential_admin_service_client::CredentialAdminServiceClient;
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,9 @@ enum Command {
     /// Operator-provisioned credentials.
     #[command(subcommand)]
     Credential(Credential),
+    /// Code signing for OS update bundles (the code-signing CA).
+    #[command(subcommand)]
+    Codesign(Codesign),
 }
 
 #[derive(Args, Debug)]
@@ -79,8 +83,11 @@ enum Serve {
 
 #[derive(Subcommand, Debug)]
 enum Ca {
-    /// Create an additional CA (it joins the bundle; it does not issue).
+    /// Create an additional CA (it joins its purpose's bundle; it does not issue).
     Create {
+        /// device (default) or codesign.
+        #[arg(long, default_value = "")]
+        purpose: String,
         /// Subject common name.
         #[arg(long, default_value = "")]
         name: String,
@@ -93,17 +100,46 @@ enum Ca {
     },
     /// List every CA.
     List,
-    /// Rotate a CA (default: the issuing one): same subject, new key.
+    /// Rotate a CA (default: the issuing one of --purpose): same subject, new key.
     Rotate {
         /// CA id or fingerprint.
         #[arg(long, default_value = "")]
         ca: String,
+        /// Without --ca, rotate the issuing CA of this purpose: device (default) or codesign.
+        #[arg(long, default_value = "")]
+        purpose: String,
     },
     /// Print a CA certificate (default: the whole active bundle).
     Export {
         /// CA id or fingerprint.
         #[arg(long, default_value = "")]
         ca: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Codesign {
+    /// Print the code-signing CA bundle (active CAs, issuing first): the
+    /// keyring devices trust for update bundles (/etc/rauc/keyring.pem).
+    Ca {
+        /// Write it to this file (atomically, mode 0644) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the code-signing CRLs to this file (atomically, 0644).
+        #[arg(long)]
+        crl_out: Option<PathBuf>,
+    },
+    /// Issue a code-signing certificate for a PKCS#10 CSR (ML-DSA-65 key).
+    Issue {
+        /// The CSR, PEM.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the certificate (atomically, mode 0644).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days (0: 365, at most 1825).
+        #[arg(long, default_value_t = 0)]
+        validity_days: i64,
     },
 }
 
@@ -272,8 +308,9 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
             use wendy_proto::pkicore::*;
             let show = |c: &CaInfo| {
                 println!(
-                    "{}  {}  {}  {}  {}  valid until {}",
+                    "{}  {:<8}  {}  {}  {}  {}  valid until {}",
                     c.id,
+                    c.purpose,
                     if c.active { "issuing" } else { "       " },
                     c.key_algorithm,
                     c.fingerprint_sha256,
@@ -282,9 +319,14 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
                 )
             };
             match ca {
-                Ca::Create { name, algorithm, validity_days } => {
+                Ca::Create { purpose, name, algorithm, validity_days } => {
                     let c = client
-                        .create_ca(CreateCaRequest { common_name: name, key_algorithm: algorithm, validity_days })
+                        .create_ca(CreateCaRequest {
+                            common_name: name,
+                            key_algorithm: algorithm,
+                            validity_days,
+                            purpose,
+                        })
                         .await
                         .map_err(status)?
                         .into_inner();
@@ -295,14 +337,52 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
                         show(&c);
                     }
                 }
-                Ca::Rotate { ca } => {
-                    let c = client.rotate_ca(RotateCaRequest { ca_id: ca }).await.map_err(status)?.into_inner();
+                Ca::Rotate { ca, purpose } => {
+                    let c =
+                        client.rotate_ca(RotateCaRequest { ca_id: ca, purpose }).await.map_err(status)?.into_inner();
                     show(&c);
                     println!("CA fingerprint: {}", c.fingerprint_sha256);
                 }
                 Ca::Export { ca } => {
                     let pem = client.export_ca(ExportCaRequest { ca_id: ca }).await.map_err(status)?.into_inner();
                     print!("{}", pem.pem_certificate);
+                }
+            }
+        }
+        Command::Codesign(c) => {
+            let mut client = wendy_proto::limited!(CodeSigningAdminServiceClient::new(channel));
+            use wendy_proto::pkicore::*;
+            match c {
+                Codesign::Ca { out, crl_out } => {
+                    let r = client.get_code_signing_ca(GetCodeSigningCaRequest {}).await.map_err(status)?.into_inner();
+                    match out {
+                        Some(path) => {
+                            write_public(&path, &r.pem_bundle)?;
+                            eprintln!("wrote the code-signing CA bundle to {}", path.display());
+                        }
+                        None => print!("{}", r.pem_bundle),
+                    }
+                    if let Some(path) = crl_out {
+                        write_public(&path, &r.pem_crls.concat())?;
+                        eprintln!("wrote {} code-signing CRL(s) to {}", r.pem_crls.len(), path.display());
+                    }
+                }
+                Codesign::Issue { csr, out, validity_days } => {
+                    let pem_csr = read_capped(&csr)?;
+                    let r = client
+                        .issue_code_signing_certificate(IssueCodeSigningCertificateRequest { pem_csr, validity_days })
+                        .await
+                        .map_err(status)?
+                        .into_inner();
+                    write_public(&out, &r.pem_certificate)?;
+                    eprintln!(
+                        "wrote code-signing certificate {} (CN={}, serial {}, valid until {}) to {}",
+                        r.certificate_id,
+                        r.common_name,
+                        r.serial_number,
+                        ts(&r.not_after),
+                        out.display()
+                    );
                 }
             }
         }
@@ -392,7 +472,7 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
                             let owner = match (c.asset_id, &c.user_id) {
                                 (Some(a), _) => format!("asset {a}"),
                                 (None, Some(u)) => format!("user {u}"),
-                                (None, None) => "server".to_owned(),
+                                (None, None) => "server or code signer".to_owned(),
                             };
                             println!(
                                 "{}  serial {}  org {} {owner}  {status_name}  until {}",
@@ -440,6 +520,29 @@ async fn admin(data_dir: &std::path::Path, command: Command) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Replaces `path` atomically with public material (certificates, CRLs),
+/// mode 0644.
+fn write_public(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    wendy_net::atomic_write::write(path, contents.as_bytes(), Some(0o644))
+        .map_err(|e| anyhow::anyhow!("writing {}: {} failed: {}", path.display(), e.op, e.source))
+}
+
+/// Reads a PEM input file, refusing anything larger than a PEM may be.
+fn read_capped(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let limit = wendy_identity::pem::MAX_PEM_BYTES;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .take(limit as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {} (it must be PEM text)", path.display()))?;
+    if text.len() > limit {
+        bail!("{} is larger than {limit} bytes: not a CSR", path.display());
+    }
+    Ok(text)
 }
 
 fn write_new(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use wendy_identity::role::Role;
 use wendy_proto::cloud::certificate_service_server::CertificateServiceServer;
 use wendy_proto::pkicore::api_key_admin_service_server::ApiKeyAdminServiceServer;
 use wendy_proto::pkicore::ca_admin_service_server::CaAdminServiceServer;
+use wendy_proto::pkicore::code_signing_admin_service_server::CodeSigningAdminServiceServer;
 use wendy_proto::pkicore::credential_admin_service_server::CredentialAdminServiceServer;
 use wendy_proto::pkicore::crl_service_server::CrlServiceServer;
 
@@ -94,6 +95,7 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     let admin = Admin::new(Arc::clone(&engine));
     let admin_server = wendy_net::server::builder(wendy_net::limits::ServerLimits::SERVICE)
         .add_service(wendy_proto::limited!(CaAdminServiceServer::new(admin.clone())))
+        .add_service(wendy_proto::limited!(CodeSigningAdminServiceServer::new(admin.clone())))
         .add_service(wendy_proto::limited!(ApiKeyAdminServiceServer::new(admin.clone())))
         .add_service(wendy_proto::limited!(CredentialAdminServiceServer::new(admin)))
         .add_service(wendy_proto::limited!(CertificateServiceServer::new(Frontend::new(
@@ -137,6 +139,9 @@ pub async fn run(options: ServeOptions) -> Result<(), Error> {
     println!("admin API listening on unix:{}", socket_path.display());
     println!("CA id: {}", issuing.id);
     println!("CA fingerprint: {}", issuing.fingerprint);
+    if let Ok(codesign) = engine.issuing_codesign_ca() {
+        println!("code-signing CA fingerprint: {}", codesign.fingerprint);
+    }
 
     // Periodic CRL re-signing.
     let crl_engine = Arc::clone(&engine);

@@ -60,7 +60,11 @@ async fn container_builds_runs_and_enrols() {
     let context = tempfile::tempdir().unwrap();
 
     // podman build.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build-container");
+    // The manifest directory at run time (cargo and nextest set it), not
+    // env!(): clones at other paths share the target directory, and an
+    // unchanged test binary would carry the path of the clone that built it.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let script = std::path::Path::new(&manifest).join("build-container");
     let mut build = Command::new(&script);
     match std::env::var("PKICORE_STATIC_BINARY") {
         Ok(bin) => build.args(["--binary", &bin]),
@@ -123,6 +127,14 @@ async fn container_builds_runs_and_enrols() {
     assert!(device.asset_id >= Some(1));
     let out = podman(&["exec", &container, "pkicore", "cert", "list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    // The code-signing keyring images bake in (decision 0069): its own CA.
+    let out = podman(&["exec", &container, "pkicore", "codesign", "ca"]);
+    assert!(out.status.success(), "pkicore codesign ca failed: {}", String::from_utf8_lossy(&out.stderr));
+    let keyring = wendy_identity::bundle::TrustBundle::from_pem(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(keyring.cas().len(), 1);
+    assert!(keyring.cas()[0].info.is_ca);
+    assert_ne!(keyring.cas()[0].fingerprint, fingerprint, "the code-signing CA is not the device CA");
 }
 
 fn free_port() -> u16 {

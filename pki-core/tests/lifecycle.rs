@@ -156,7 +156,12 @@ async fn enrol_refresh_revoke_rotate() {
         .unwrap();
     assert_ne!(new_fp, server.fingerprint);
     let listed = server.admin(&["ca", "list"]);
-    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert_eq!(listed.lines().filter(|l| l.contains(" device ")).count(), 2, "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(" codesign ")).count(),
+        1,
+        "the code-signing CA did not move: {listed}"
+    );
 
     // GetCaBundle has both CAs, with the same subject.
     let bundle_pem = anon.get_ca_bundle(GetCaBundleRequest {}).await.unwrap().into_inner().pem_bundle;

@@ -23,12 +23,22 @@ use compare::{compare, compile_dir};
 /// Overrides where the published `Proto/` directory is.
 const REFERENCE_ENV: &str = "WENDY_PROTO_REFERENCE";
 
+/// This crate's directory as cargo or nextest names it at run time. Not
+/// `env!("CARGO_MANIFEST_DIR")`: clones at other paths share cargo's target
+/// directory, and an unchanged test binary would carry the path of the
+/// clone that built it.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The published `Proto/` directory, or `None` (after a SKIP line) when it is
 /// missing and skipping is allowed.
 fn published_dir(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os(REFERENCE_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/wendyos-proto/Proto"));
+        .unwrap_or_else(|| manifest_dir().join("../../../shared/reference/wendyos-proto/Proto"));
     if dir.is_dir() {
         return Some(dir.canonicalize().unwrap_or(dir));
     }
@@ -53,7 +63,7 @@ fn our_protocol_conforms_to_the_published_one() {
         return;
     };
     let published = compile(&reference);
-    let ours = compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("proto"));
+    let ours = compile(&manifest_dir().join("proto"));
     let diffs = compare(&published, &ours);
     assert!(
         diffs.is_empty(),

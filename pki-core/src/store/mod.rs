@@ -6,6 +6,7 @@
 
 pub mod sqlite;
 
+pub use wendy_identity::profile::CaPurpose;
 use wendy_identity::role::Role;
 
 /// Storage failures.
@@ -42,10 +43,13 @@ pub struct CaRecord {
     pub not_before: i64,
     /// End of validity.
     pub not_after: i64,
-    /// Whether new certificates are issued by this CA.
+    /// Whether new certificates of its purpose are issued by this CA (one
+    /// issuing CA per purpose).
     pub issuing: bool,
     /// Creation time.
     pub created_at: i64,
+    /// What the CA is for (its own line: rotation keeps it).
+    pub purpose: CaPurpose,
 }
 
 /// What an enrolment token enrols.
@@ -141,7 +145,7 @@ pub struct CertRecord {
     pub id: String,
     /// The issuing CA's id.
     pub ca_id: String,
-    /// `device`, `user` or `server`.
+    /// `device`, `user`, `server` or `codesign`.
     pub kind: String,
     /// Organization id.
     pub organization_id: i32,
@@ -238,7 +242,7 @@ pub struct CertFilter {
 pub struct AuditEntry {
     /// When.
     pub at: i64,
-    /// What: `issue`, `refresh`, `revoke`, `token`, `ca`, `apikey`, `credential`.
+    /// What: `issue`, `refresh`, `revoke`, `token`, `ca`, `apikey`, `credential`, `codesign`.
     pub event: String,
     /// Who (API key id, certificate id, `local`).
     pub actor: String,
@@ -254,7 +258,7 @@ pub trait Store: Send + Sync + 'static {
     fn insert_ca(&self, ca: &CaRecord) -> Result<(), StoreError>;
     /// Every CA, oldest first.
     fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
-    /// Makes `id` the only issuing CA.
+    /// Makes `id` the only issuing CA of its purpose.
     fn set_issuing_ca(&self, id: &str, at: i64) -> Result<(), StoreError>;
 
     /// Stores an API key.

@@ -94,6 +94,11 @@ UPDATE certificates SET number = rowid;
 CREATE UNIQUE INDEX certificates_by_number ON certificates (number);
 ALTER TABLE tokens ADD COLUMN certificate_id TEXT;
 "#,
+    // 3: CA purposes (decision 0069): every CA so far is a device CA; each
+    // purpose has its own issuing CA.
+    r#"
+ALTER TABLE cas ADD COLUMN purpose TEXT NOT NULL DEFAULT 'device';
+"#,
 ];
 
 /// How often the background checkpointer copies the WAL into the database.
@@ -209,6 +214,9 @@ fn ca_from_row(r: &Row<'_>) -> rusqlite::Result<CaRecord> {
         not_after: r.get(6)?,
         issuing: r.get::<_, i64>(7)? != 0,
         created_at: r.get(8)?,
+        purpose: r.get::<_, String>(9)?.parse().map_err(|e: wendy_identity::Error| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
@@ -295,12 +303,12 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         if ca.issuing {
-            tx.execute("UPDATE cas SET issuing = 0", [])?;
+            tx.execute("UPDATE cas SET issuing = 0 WHERE purpose = ?1", [ca.purpose.name()])?;
         }
         tx.execute(
-            "INSERT INTO cas (id, common_name, fingerprint, key_algorithm, certificate_pem, not_before, not_after, issuing, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![ca.id, ca.common_name, ca.fingerprint, ca.key_algorithm, ca.certificate_pem, ca.not_before, ca.not_after, ca.issuing as i64, ca.created_at],
+            "INSERT INTO cas (id, common_name, fingerprint, key_algorithm, certificate_pem, not_before, not_after, issuing, created_at, purpose)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![ca.id, ca.common_name, ca.fingerprint, ca.key_algorithm, ca.certificate_pem, ca.not_before, ca.not_after, ca.issuing as i64, ca.created_at, ca.purpose.name()],
         )?;
         insert_audit(
             &tx,
@@ -309,7 +317,10 @@ impl Store for SqliteStore {
                 event: "ca".into(),
                 actor: "local".into(),
                 subject: ca.id.clone(),
-                detail: format!("created CA {} ({}), fingerprint {}", ca.common_name, ca.key_algorithm, ca.fingerprint),
+                detail: format!(
+                    "created {} CA {} ({}), fingerprint {}",
+                    ca.purpose, ca.common_name, ca.key_algorithm, ca.fingerprint
+                ),
             },
         )?;
         tx.commit()?;
@@ -319,7 +330,7 @@ impl Store for SqliteStore {
     fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT id, common_name, fingerprint, key_algorithm, certificate_pem, not_before, not_after, issuing, created_at
+            "SELECT id, common_name, fingerprint, key_algorithm, certificate_pem, not_before, not_after, issuing, created_at, purpose
              FROM cas ORDER BY created_at, rowid",
         )?;
         let rows = stmt.query_map([], ca_from_row)?.collect::<Result<Vec<_>, _>>()?;
@@ -329,7 +340,8 @@ impl Store for SqliteStore {
     fn set_issuing_ca(&self, id: &str, at: i64) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        tx.execute("UPDATE cas SET issuing = 0", [])?;
+        // Only the CA's own purpose loses its issuing CA.
+        tx.execute("UPDATE cas SET issuing = 0 WHERE purpose = (SELECT purpose FROM cas WHERE id = ?1)", [id])?;
         let n = tx.execute("UPDATE cas SET issuing = 1 WHERE id = ?1", [id])?;
         if n != 1 {
             return Err(StoreError::Corrupt(format!("no CA {id}")));
@@ -850,5 +862,70 @@ mod tests {
         assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL was not truncated");
         let reopened = SqliteStore::open(&db, false).unwrap();
         assert!(reopened.find_token("h199").unwrap().is_some());
+    }
+
+    use crate::store::CaPurpose;
+
+    fn ca(id: &str, purpose: CaPurpose, issuing: bool) -> CaRecord {
+        CaRecord {
+            id: id.into(),
+            common_name: format!("CN {id}"),
+            fingerprint: format!("fp-{id}"),
+            key_algorithm: "ml-dsa-65".into(),
+            certificate_pem: "pem".into(),
+            not_before: 0,
+            not_after: 10,
+            issuing,
+            created_at: 0,
+            purpose,
+        }
+    }
+
+    #[test]
+    fn each_purpose_has_its_own_issuing_ca_and_old_cas_migrate_as_device_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        {
+            // A database as the previous schema (version 2) left it.
+            let conn = Connection::open(&db).unwrap();
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO cas (id, common_name, fingerprint, key_algorithm, certificate_pem, not_before, not_after, issuing, created_at)
+                 VALUES ('old', 'CN old', 'fp-old', 'ml-dsa-65', 'pem', 0, 10, 1, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&db, false).unwrap();
+        let purposes = |s: &SqliteStore| {
+            s.list_cas().unwrap().into_iter().map(|c| (c.id, c.purpose, c.issuing)).collect::<Vec<_>>()
+        };
+        assert_eq!(purposes(&store), vec![("old".into(), CaPurpose::Device, true)]);
+        store.insert_ca(&ca("cs1", CaPurpose::CodeSigning, true)).unwrap();
+        store.insert_ca(&ca("dev2", CaPurpose::Device, true)).unwrap();
+        assert_eq!(
+            purposes(&store),
+            vec![
+                ("old".into(), CaPurpose::Device, false),
+                ("cs1".into(), CaPurpose::CodeSigning, true),
+                ("dev2".into(), CaPurpose::Device, true),
+            ]
+        );
+        store.insert_ca(&ca("cs2", CaPurpose::CodeSigning, true)).unwrap();
+        store.set_issuing_ca("cs1", 1).unwrap();
+        store.set_issuing_ca("old", 1).unwrap();
+        assert_eq!(
+            purposes(&store),
+            vec![
+                ("old".into(), CaPurpose::Device, true),
+                ("cs1".into(), CaPurpose::CodeSigning, true),
+                ("dev2".into(), CaPurpose::Device, false),
+                ("cs2".into(), CaPurpose::CodeSigning, false),
+            ]
+        );
+        assert!(store.audit_log(10).unwrap().iter().any(|e| e.detail.starts_with("created codesign CA CN cs2")));
     }
 }

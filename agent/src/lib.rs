@@ -20,7 +20,10 @@
 //! - [`daemon`]: the unprovisioned ⇄ provisioned lifecycle;
 //! - [`maintain`]: certificate renewal and CRL refresh;
 //! - [`avahi`]: the mDNS advertisement (service file + D-Bus confirmation);
+//! - [`dbus`]: the zbus proxies for every D-Bus interface the agent calls;
 //! - [`systemd`]: sd_notify, watchdog, journald logging;
+//! - `rauc` (Cargo feature `rauc`): the health gate that marks the booted
+//!   A/B slot good once the agent is healthy;
 //! - [`firstboot`]: importing the config-partition seed;
 //! - [`credential_seed`]: importing an operator-provisioned credential;
 //! - [`sysinfo`]: what `GetAgentVersion` and `GetDeviceInfo` report;
@@ -36,6 +39,7 @@ pub mod config;
 pub mod crash;
 pub mod credential_seed;
 pub mod daemon;
+pub mod dbus;
 pub mod device_admin;
 pub mod device_info;
 pub mod enroll;
@@ -43,6 +47,8 @@ mod error;
 pub mod firstboot;
 pub mod maintain;
 pub mod provisioning;
+#[cfg(feature = "rauc")]
+pub mod rauc;
 pub mod state;
 pub mod sysinfo;
 pub mod systemd;
@@ -52,3 +58,10 @@ pub use error::Error;
 
 /// The agent's version, as `GetAgentVersion` and `--version` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The optional Cargo features compiled into this build, as `--version`
+/// lists them.
+pub const CARGO_FEATURES: &[&str] = &[
+    #[cfg(feature = "rauc")]
+    "rauc",
+];

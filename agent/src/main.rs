@@ -9,6 +9,8 @@ use wendy_agent::systemd;
 
 const USAGE: &str = "usage: wendy-agent [--version | --help]
 
+--version prints the version and the optional features compiled in.
+
 Settings come from the environment:
   WENDY_AGENT_PORT            plaintext port (default 50051; mTLS = port + 1)
   WENDY_CONFIG_PATH           state directory (default /etc/wendy-agent)
@@ -21,7 +23,11 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("--version" | "-V") => {
-            println!("wendy-agent {}", wendy_agent::VERSION);
+            let features = match wendy_agent::CARGO_FEATURES {
+                [] => "none".to_owned(),
+                list => list.join(" "),
+            };
+            println!("wendy-agent {}\nfeatures: {features}", wendy_agent::VERSION);
             return ExitCode::SUCCESS;
         }
         Some("--help" | "-h") => {
@@ -64,6 +70,9 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     systemd::notify_ready();
+    // After READY: marks the booted A/B slot good once the agent is healthy.
+    #[cfg(feature = "rauc")]
+    tokio::spawn(wendy_agent::rauc::health_gate(std::sync::Arc::downgrade(&daemon)));
     systemd::spawn_heap_trim(systemd::HEAP_TRIM_INTERVAL);
     let watched = std::sync::Arc::downgrade(&daemon);
     systemd::spawn_watchdog(move || watched.upgrade().is_some_and(|d| d.is_serving()));

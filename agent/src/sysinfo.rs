@@ -14,6 +14,13 @@ use wendy_proto::agent_v2::GetDeviceInfoResponse;
 /// Features this agent offers, reported in `featureset`.
 pub const FEATURES: &[&str] = &["provisioning", "mtls", "ml-dsa-65", "unprovision", "crl", "renewal"];
 
+/// Where RAUC's system configuration is looked for.
+#[cfg(feature = "rauc")]
+const RAUC_SYSTEM_CONF: &str = crate::rauc::SYSTEM_CONF;
+/// Without the `rauc` feature the path is never read.
+#[cfg(not(feature = "rauc"))]
+const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
+
 /// Longest line kept from a system file.
 const MAX_LINE: usize = 200;
 
@@ -52,6 +59,9 @@ pub struct Sources {
     pub dev: PathBuf,
     /// `/proc/self/mountinfo`.
     pub mountinfo: PathBuf,
+    /// RAUC's system configuration (`/etc/rauc/system.conf`): with the
+    /// `rauc` feature, `featureset` lists `rauc` only if it exists.
+    pub rauc_system_conf: PathBuf,
 }
 
 impl Sources {
@@ -63,6 +73,7 @@ impl Sources {
             sys: "/sys".into(),
             dev: "/dev".into(),
             mountinfo: "/proc/self/mountinfo".into(),
+            rauc_system_conf: RAUC_SYSTEM_CONF.into(),
         }
     }
 }
@@ -84,6 +95,9 @@ pub struct DeviceFacts {
     pub gpu_vendor: Option<String>,
     /// How the root file system is attached.
     pub storage_medium: Option<String>,
+    /// What `featureset` reports: [`FEATURES`], plus `rauc` when built
+    /// with the feature and RAUC is configured.
+    pub featureset: Vec<String>,
 }
 
 impl DeviceFacts {
@@ -98,6 +112,7 @@ impl DeviceFacts {
             has_gpu: gpu_vendor.is_some(),
             gpu_vendor: gpu_vendor.filter(|v| !v.is_empty()),
             storage_medium: storage_medium(src),
+            featureset: features(src),
         }
     }
 
@@ -109,7 +124,7 @@ impl DeviceFacts {
             os: std::env::consts::OS.to_owned(),
             cpu_architecture: go_arch(std::env::consts::ARCH).to_owned(),
             public_key: self.public_key,
-            featureset: features(),
+            featureset: self.featureset,
             device_type: self.device_type,
             has_gpu: Some(self.has_gpu),
             gpu_vendor: self.gpu_vendor,
@@ -127,7 +142,7 @@ impl DeviceFacts {
             os: std::env::consts::OS.to_owned(),
             cpu_architecture: go_arch(std::env::consts::ARCH).to_owned(),
             public_key: self.public_key,
-            featureset: features(),
+            featureset: self.featureset,
             device_type: self.device_type,
             has_gpu: Some(self.has_gpu),
             gpu_vendor: self.gpu_vendor,
@@ -137,8 +152,16 @@ impl DeviceFacts {
     }
 }
 
-fn features() -> Vec<String> {
-    FEATURES.iter().map(|f| (*f).to_owned()).collect()
+/// [`FEATURES`], plus the optional features that are compiled in and
+/// usable on this system.
+#[cfg_attr(not(feature = "rauc"), allow(unused_variables))]
+fn features(src: &Sources) -> Vec<String> {
+    let optional = [
+        #[cfg(feature = "rauc")]
+        ("rauc", src.rauc_system_conf.is_file()),
+    ];
+    let usable = optional.into_iter().filter(|(_, usable)| *usable).map(|(name, _)| name);
+    FEATURES.iter().copied().chain(usable).map(str::to_owned).collect()
 }
 
 /// `Some(vendor)` if a DRM render device exists (vendor may be empty when
@@ -339,8 +362,25 @@ mod tests {
             sys: root.join("sys"),
             dev: root.join("dev"),
             mountinfo: root.join("mountinfo"),
+            rauc_system_conf: root.join("rauc/system.conf"),
         };
         (t, src)
+    }
+
+    #[test]
+    fn featureset_lists_rauc_only_when_configured() {
+        let (_t, src) = fixture();
+        let base: Vec<String> = FEATURES.iter().map(|f| (*f).to_owned()).collect();
+        assert_eq!(DeviceFacts::read(&src, None).v1().featureset, base);
+        std::fs::create_dir_all(src.rauc_system_conf.parent().unwrap()).unwrap();
+        std::fs::write(&src.rauc_system_conf, "[system]\n").unwrap();
+        let with = DeviceFacts::read(&src, None).v2().featureset;
+        if cfg!(feature = "rauc") {
+            assert_eq!(with.last().map(String::as_str), Some("rauc"));
+            assert_eq!(with.len(), base.len() + 1);
+        } else {
+            assert_eq!(with, base);
+        }
     }
 
     #[test]

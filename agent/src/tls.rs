@@ -43,6 +43,11 @@ impl SwappableCert {
         self.0.store(Arc::new(certified_key(credentials)?));
         Ok(())
     }
+
+    /// The leaf certificate (DER) the next handshake presents, if any.
+    pub fn leaf(&self) -> Option<rustls_pki_types::CertificateDer<'static>> {
+        self.0.load().cert.first().cloned()
+    }
 }
 
 impl ResolvesServerCert for SwappableCert {

@@ -7,7 +7,16 @@ use std::process::Command;
 fn version_flag_prints_the_version() {
     let out = Command::new(env!("CARGO_BIN_EXE_wendy-agent")).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("wendy-agent {}", env!("CARGO_PKG_VERSION")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(format!("wendy-agent {}", env!("CARGO_PKG_VERSION")).as_str()));
+    let features = lines.next().and_then(|l| l.strip_prefix("features: ")).expect("a features line");
+    if cfg!(feature = "rauc") {
+        assert!(features.split(' ').any(|f| f == "rauc"), "{stdout}");
+    } else {
+        assert_eq!(features, "none", "{stdout}");
+    }
+    assert_eq!(lines.next(), None, "{stdout}");
 }
 
 #[test]

@@ -468,8 +468,7 @@ async fn started_quickly(agent: &mut AgentFixture) {
 #[test]
 fn unit_file_matches_the_caps() {
     let unit = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../image/rootfs/usr/lib/systemd/system/wendy-agent.service"),
+        wendy_tests::pyclient::repo_root().join("image/rootfs/usr/lib/systemd/system/wendy-agent.service"),
     )
     .unwrap();
     let limit: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("LimitNOFILE=")).collect();

@@ -12,8 +12,6 @@
 //! working; it watches `NameOwnerChanged` and confirms again once
 //! avahi-daemon appears.
 
-pub mod dbus;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,10 +20,10 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use wendy_proto::contract::{MDNS_SERVICE_TYPE, TXT_DISPLAYNAME, TXT_ID, TXT_NAME, TXT_TLS};
 
-use crate::Error;
+use crate::{dbus, Error};
 
 /// The template, embedded at compile time.
-pub const TEMPLATE: &str = include_str!("../../../image/rootfs/usr/share/wendy-agent/wendyos-mdns.service.in");
+pub const TEMPLATE: &str = include_str!("../../image/rootfs/usr/share/wendy-agent/wendyos-mdns.service.in");
 
 /// File name inside the services directory.
 pub const SERVICE_FILE: &str = "wendyos-mdns.service";

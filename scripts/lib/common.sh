@@ -18,6 +18,11 @@ export WENDY_BUILD
 WENDY_OPENSSL_ROOT="${WENDY_OPENSSL_ROOT:-$WENDY_CACHE/openssl35-root}"
 export WENDY_OPENSSL_ROOT
 
+# The development code-signing CA (scripts/dev-codesign-ca): its key and
+# certificate, generated once; development images trust it for RAUC bundles.
+WENDY_CODESIGN_DEV_DIR="$WENDY_CACHE/codesign-dev"
+export WENDY_CODESIGN_DEV_DIR
+
 # The venv of the published-protocol client (tests/compat), made by scripts/setup.
 WENDY_PYCLIENT_VENV="${WENDY_PYCLIENT_VENV:-$WENDY_CACHE/pyclient-venv}"
 export WENDY_PYCLIENT_VENV

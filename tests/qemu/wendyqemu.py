@@ -141,6 +141,8 @@ class Guest:
         self.qmp = os.path.join(workdir, f"{self.name}.qmp.sock")
         self.serial_log = os.path.join(workdir, f"{self.name}.serial.log")
         self.qemu_log = os.path.join(workdir, f"{self.name}.qemu.log")
+        # Read-only disks after the image (/dev/vdb, ...), for the next start.
+        self.extra_disks = []
         self.proc = None
         self.console = None
         self.t_power_on = None
@@ -164,6 +166,8 @@ class Guest:
             cmd += ["--mac", self.mac]
         if self.direct_kernel:
             cmd += ["--direct-kernel"]
+        for f in self.extra_disks:
+            cmd += ["--extra-disk", f]
         # A guest reset ends this QEMU and reboot() starts a new one: a power
         # cycle. Under TCG, everything after an in-place reset ran about
         # twice as slow (firmware to kernel 9 s instead of 3 s, the kernel

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +26,16 @@ pub fn venv() -> PathBuf {
         .unwrap_or_else(|| crate::wendy_cache().join("pyclient-venv"))
 }
 
-/// The repository root.
+/// The repository root: the workspace (the directory with `Cargo.lock`)
+/// above the manifest directory cargo or nextest names at run time. Not
+/// `env!("CARGO_MANIFEST_DIR")`: clones at other paths share cargo's target
+/// directory, and a test binary that did not need rebuilding would carry
+/// the path of the clone that built it.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.ancestors().find(|d| d.join("Cargo.lock").is_file()).map(Path::to_path_buf).unwrap_or(manifest)
 }
 
 /// The published definitions: `$WENDY_PROTO_REFERENCE`, else

@@ -13,6 +13,8 @@
 //! | `grpc.health.v1.Health/Check`, `/Watch` | Viewer |
 //! | v1 and v2 `WendyProvisioningService/StartProvisioning` | Admin (always refused: already provisioned) |
 //! | `wendyos.agent.v1.DeviceAdminService/Unprovision` | Admin |
+//! | v1 `WendyAgentService/UpdateOS`, v2 `WendyOSUpdateService/UpdateOS` | Admin |
+//! | `wendyos.agent.v1.OsUpdateService/InstallBundle`, `/GetUpdateStatus`, `/Reboot` | Admin |
 //! | anything else | refused (`UNIMPLEMENTED`) |
 //!
 //! v1 and v2 of a published service have the same rows.
@@ -36,7 +38,9 @@ pub fn required_role(path: &str) -> Option<Role> {
     use wendy_proto::agent::wendy_agent_service_server::SERVICE_NAME as AGENT;
     use wendy_proto::agent::wendy_provisioning_service_server::SERVICE_NAME as PROV;
     use wendy_proto::agent_admin::device_admin_service_server::SERVICE_NAME as ADMIN;
+    use wendy_proto::agent_admin::os_update_service_server::SERVICE_NAME as OS_UPDATE;
     use wendy_proto::agent_v2::wendy_device_info_service_server::SERVICE_NAME as INFO_V2;
+    use wendy_proto::agent_v2::wendy_os_update_service_server::SERVICE_NAME as OS_UPDATE_V2;
     use wendy_proto::agent_v2::wendy_provisioning_service_server::SERVICE_NAME as PROV_V2;
     const HEALTH: &str = "grpc.health.v1.Health";
     let (service, method) = path.strip_prefix('/')?.rsplit_once('/')?;
@@ -49,6 +53,8 @@ pub fn required_role(path: &str) -> Option<Role> {
         "Check" | "Watch" if is(&[HEALTH]) => Some(Role::Viewer),
         "StartProvisioning" if is(&[PROV, PROV_V2]) => Some(Role::Admin),
         "Unprovision" if is(&[ADMIN]) => Some(Role::Admin),
+        "UpdateOS" if is(&[AGENT, OS_UPDATE_V2]) => Some(Role::Admin),
+        "InstallBundle" | "GetUpdateStatus" | "Reboot" if is(&[OS_UPDATE]) => Some(Role::Admin),
         _ => None,
     }
 }
@@ -154,11 +160,20 @@ mod tests {
         ] {
             assert_eq!(required_role(viewer), Some(Role::Viewer), "{viewer}");
         }
-        for admin in [unprov, "/wendy.agent.services.v2.WendyProvisioningService/StartProvisioning"] {
+        for admin in [
+            unprov,
+            "/wendy.agent.services.v2.WendyProvisioningService/StartProvisioning",
+            "/wendy.agent.services.v1.WendyAgentService/UpdateOS",
+            "/wendy.agent.services.v2.WendyOSUpdateService/UpdateOS",
+            "/wendyos.agent.v1.OsUpdateService/InstallBundle",
+            "/wendyos.agent.v1.OsUpdateService/GetUpdateStatus",
+            "/wendyos.agent.v1.OsUpdateService/Reboot",
+        ] {
             assert_eq!(required_role(admin), Some(Role::Admin), "{admin}");
         }
         assert_eq!(required_role("/wendy.agent.services.v1.WendyProvisioningService/Unprovision"), None);
-        assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateOS"), None);
+        assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateAgent"), None);
+        assert_eq!(required_role("/wendy.agent.services.v2.WendyOSUpdateService/Reboot"), None);
         assert!(check(version, Some(&peer(Some(Role::Viewer)))).is_ok());
         let e = check(unprov, Some(&peer(Some(Role::Viewer)))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);

@@ -39,6 +39,11 @@ pub const BIND_ADDRESS_ENV: &str = "WENDY_AGENT_BIND";
 pub const ENROLLMENT_CA_FILE_ENV: &str = "WENDY_ENROLLMENT_CA_FILE";
 /// Default of [`ENROLLMENT_CA_FILE_ENV`].
 pub const DEFAULT_ENROLLMENT_CA_FILE: &str = "/etc/wendy/enrollment-ca.pem";
+/// Where OS update bundles are staged and the last install is recorded (on
+/// the data partition, never in a root slot).
+pub const UPDATE_DIR_ENV: &str = "WENDY_UPDATE_DIR";
+/// Default of [`UPDATE_DIR_ENV`].
+pub const DEFAULT_UPDATE_DIR: &str = "/data/update";
 /// The device key algorithm (`ml-dsa-65`, the default, or `ecdsa-p256` as
 /// published WendyOS agents use).
 pub const DEVICE_KEY_ALGORITHM_ENV: &str = "WENDY_DEVICE_KEY_ALGORITHM";
@@ -66,6 +71,8 @@ pub struct Config {
     pub enrollment_ca_file: PathBuf,
     /// The algorithm of device keys made at enrolment and renewal.
     pub device_key_algorithm: KeyAlgorithm,
+    /// OS update staging and records.
+    pub update_dir: PathBuf,
 }
 
 impl Config {
@@ -125,6 +132,7 @@ impl Config {
             crl_refresh,
             enrollment_ca_file: path(ENROLLMENT_CA_FILE_ENV, DEFAULT_ENROLLMENT_CA_FILE),
             device_key_algorithm,
+            update_dir: path(UPDATE_DIR_ENV, DEFAULT_UPDATE_DIR),
         })
     }
 

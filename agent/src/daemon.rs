@@ -112,6 +112,8 @@ pub struct Daemon {
     device_id: String,
     mode: Mutex<Mode>,
     identity: RwLock<Option<Arc<Identity>>>,
+    #[cfg(feature = "rauc")]
+    updater: Arc<crate::os_update::Updater>,
     me: Weak<Daemon>,
 }
 
@@ -131,12 +133,20 @@ impl Daemon {
         }
         firstboot::import(&config.config_partition_dir, &config.config_dir);
         let device_id = firstboot::device_id(&config.config_dir)?;
+        #[cfg(feature = "rauc")]
+        let updater = {
+            let policy = crate::os_update::UpdatePolicy::default();
+            let installer = Arc::new(crate::os_update::RaucBundleInstaller::new(policy.install));
+            Arc::new(crate::os_update::Updater::new(config.update_dir.clone(), policy, installer))
+        };
         let daemon = Arc::new_cyclic(|me| Self {
             advertiser: Advertiser::start(&config.avahi_services_dir),
             config,
             device_id,
             mode: Mutex::new(Mode::Starting),
             identity: RwLock::new(None),
+            #[cfg(feature = "rauc")]
+            updater,
             me: me.clone(),
         });
         let mut mode = daemon.mode.lock().await;
@@ -188,6 +198,12 @@ impl Daemon {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The OS updater.
+    #[cfg(feature = "rauc")]
+    pub fn updater(&self) -> &Arc<crate::os_update::Updater> {
+        &self.updater
     }
 
     /// The identity, while provisioned.
@@ -403,9 +419,21 @@ impl Daemon {
         let services = Services::new(&me, &health_reporter).await;
         health_reporter.set_serving::<DeviceAdminServiceServer<DeviceAdmin>>().await;
         let (tx, rx) = oneshot::channel::<()>();
+        #[cfg(feature = "rauc")]
+        let os_update = crate::os_update::OsUpdate::new(me.updater.clone());
         let router = services
             .published(server().layer(crate::authz::RoleLayer).add_service(health))
             .add_service(wendy_proto::limited!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
+        #[cfg(feature = "rauc")]
+        let router = router
+            .add_service(wendy_proto::limited!(
+                wendy_proto::agent_v2::wendy_os_update_service_server::WendyOsUpdateServiceServer::new(
+                    os_update.clone()
+                )
+            ))
+            .add_service(wendy_proto::limited!(
+                wendy_proto::agent_admin::os_update_service_server::OsUpdateServiceServer::new(os_update)
+            ));
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {
             let _keep = health_reporter;

@@ -5,7 +5,9 @@
 //! - RAUC (`de.pengutronix.rauc.Installer`, feature `rauc`): marking the
 //!   booted slot and reading RAUC's state (see [`crate::rauc`]). Signatures
 //!   follow RAUC's introspection data (`src/de.pengutronix.rauc.Installer.xml`
-//!   in RAUC's sources).
+//!   in RAUC's sources). Installing bundles too (see [`crate::os_update`]).
+//! - systemd (`org.freedesktop.systemd1.Manager`, feature `rauc`): the
+//!   clean reboot after an update.
 //!
 //! The `org.freedesktop.DBus` proxy (for `NameOwnerChanged`) is zbus's own
 //! [`zbus::fdo::DBusProxy`].
@@ -104,4 +106,36 @@ pub trait RaucInstaller {
     /// `BootSlot`: the boot name of the slot the system booted from.
     #[zbus(property)]
     fn boot_slot(&self) -> zbus::Result<String>;
+
+    /// `InstallBundle(s source, a{sv} args)`: starts installing the bundle
+    /// at `source` (a path) into the other slot; the result arrives as the
+    /// [`Completed`](RaucInstallerProxy::receive_completed) signal.
+    fn install_bundle(
+        &self,
+        source: &str,
+        args: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<()>;
+
+    /// `Completed(i result)`: an installation ended; 0 is success, the
+    /// message of a failure is in `LastError`.
+    #[zbus(signal)]
+    fn completed(&self, result: i32) -> zbus::Result<()>;
+
+    /// `Progress (isi)`: percentage, message, nesting depth of the step.
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<(i32, String, i32)>;
+}
+
+/// `org.freedesktop.systemd1.Manager` at `/org/freedesktop/systemd1`: only
+/// starting a unit (a clean reboot is `reboot.target`, as `systemctl
+/// reboot` starts it when logind is not asked).
+#[cfg(feature = "rauc")]
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait SystemdManager {
+    /// `StartUnit(s name, s mode) -> o job`.
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
 }

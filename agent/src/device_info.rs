@@ -2,6 +2,10 @@
 //! (`GetAgentVersion`, `ListHardwareCapabilities`; its other published
 //! methods answer UNIMPLEMENTED) and `wendy.agent.services.v2.WendyDeviceInfoService`.
 //! Both read the same facts ([`crate::sysinfo`]). Role: Viewer.
+//!
+//! v1's `UpdateOS` is here too, because the published v1 service has it;
+//! it hands over to the OS updater (`crate::os_update`, feature `rauc`),
+//! only over mTLS, role Admin.
 
 use std::sync::Arc;
 
@@ -56,6 +60,33 @@ impl WendyAgentService for DeviceInfo {
     ) -> Result<Response<ListHardwareCapabilitiesResponse>, Status> {
         let capabilities = self.capabilities(request.into_inner().category_filter)?;
         Ok(Response::new(ListHardwareCapabilitiesResponse { capabilities }))
+    }
+
+    type UpdateOSStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<wendy_proto::agent::UpdateOsResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn update_os(
+        &self,
+        request: Request<wendy_proto::agent::UpdateOsRequest>,
+    ) -> Result<Response<Self::UpdateOSStream>, Status> {
+        // The plaintext port has no peers with certificates, and no role
+        // layer: an unprovisioned device is never updated over it.
+        if request.extensions().get::<crate::tls::PeerInfo>().is_none() {
+            return Err(Status::permission_denied(
+                "UpdateOS is served only over mTLS, to an Admin: provision the device first",
+            ));
+        }
+        #[cfg(feature = "rauc")]
+        {
+            crate::os_update::log_caller(&request, "UpdateOS (v1)");
+            let events = self.0.updater().from_url(&request.into_inner().artifact_url)?;
+            Ok(Response::new(crate::os_update::v1_stream(events)))
+        }
+        #[cfg(not(feature = "rauc"))]
+        {
+            Err(Status::unimplemented("this agent is built without OS updates (Cargo feature rauc)"))
+        }
     }
 }
 

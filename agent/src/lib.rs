@@ -23,7 +23,9 @@
 //! - [`dbus`]: the zbus proxies for every D-Bus interface the agent calls;
 //! - [`systemd`]: sd_notify, watchdog, journald logging;
 //! - `rauc` (Cargo feature `rauc`): the health gate that marks the booted
-//!   A/B slot good once the agent is healthy;
+//!   A/B slot good once the agent is healthy, or rolls it back;
+//! - `os_update` (Cargo feature `rauc`): the published `UpdateOS` and our
+//!   `OsUpdateService` (upload, status, reboot);
 //! - [`firstboot`]: importing the config-partition seed;
 //! - [`credential_seed`]: importing an operator-provisioned credential;
 //! - [`sysinfo`]: what `GetAgentVersion` and `GetDeviceInfo` report;
@@ -39,6 +41,8 @@ pub mod config;
 pub mod crash;
 pub mod credential_seed;
 pub mod daemon;
+// zbus generates the types of signal arguments without docs.
+#[allow(missing_docs)]
 pub mod dbus;
 pub mod device_admin;
 pub mod device_info;
@@ -46,6 +50,8 @@ pub mod enroll;
 mod error;
 pub mod firstboot;
 pub mod maintain;
+#[cfg(feature = "rauc")]
+pub mod os_update;
 pub mod provisioning;
 #[cfg(feature = "rauc")]
 pub mod rauc;
@@ -59,9 +65,18 @@ pub use error::Error;
 /// The agent's version, as `GetAgentVersion` and `--version` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// In a build with the test-only feature `test-unhealthy`, a marker that
+/// `scripts/build-image` looks for in the binary: it refuses such an agent
+/// in a production image.
+#[cfg(feature = "test-unhealthy")]
+#[used]
+pub static TEST_ONLY_BUILD_MARKER: [u8; 34] = *b"WENDYOS-TEST-ONLY-BUILD-NEVER-SHIP";
+
 /// The optional Cargo features compiled into this build, as `--version`
 /// lists them.
 pub const CARGO_FEATURES: &[&str] = &[
     #[cfg(feature = "rauc")]
     "rauc",
+    #[cfg(feature = "test-unhealthy")]
+    "test-unhealthy",
 ];

@@ -122,6 +122,10 @@ pub enum RaucError {
     /// The agent is stopping; nothing is marked.
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// The agent can never be healthy in this build (Cargo feature
+    /// `test-unhealthy`, for the rollback test only).
+    #[error("this agent is built never to report healthy (test-only feature test-unhealthy)")]
+    NeverHealthy,
     /// The agent's gRPC server or its accept loop is not running.
     #[error("the agent's server is not running")]
     NotServing,
@@ -381,6 +385,9 @@ impl DaemonHealth {
     }
 
     async fn check_once(&self) -> Result<Healthy, RaucError> {
+        if cfg!(feature = "test-unhealthy") {
+            return Err(RaucError::NeverHealthy);
+        }
         let daemon = self.daemon.upgrade().ok_or(RaucError::ShuttingDown)?;
         if !daemon.is_serving() {
             return Err(RaucError::NotServing);
@@ -638,25 +645,77 @@ pub async fn health_gate(daemon: Weak<Daemon>) {
             return;
         }
     };
+    let update_dir = match daemon.upgrade() {
+        Some(d) => d.config().update_dir.clone(),
+        None => return,
+    };
+    if let Some(b) = &booted {
+        if let Some(r) = crate::os_update::record::note_boot(&update_dir, b.as_str()) {
+            tracing::warn!(version = %r.version, slot = %r.slot, reason = %r.message, "the last OS update was rolled back");
+        }
+    }
     let health = DaemonHealth::new(daemon, policy.probe_timeout);
     let marker = RaucDbus::new(policy.mark_timeout);
-    match run_gate(booted, &health, &marker, &policy).await {
+    match run_gate(booted.clone(), &health, &marker, &policy).await {
         Ok(GateOutcome::NotRaucBoot) => {
             tracing::info!("no rauc.slot= on the kernel command line (not booted through RAUC's boot loader): no slot to mark good");
         }
-        Ok(GateOutcome::Marked { boot_name, marked, .. }) => tracing::info!(
-            slot = %boot_name,
-            rauc_slot = %marked.slot,
-            message = %marked.message,
-            "RAUC marked the booted slot good"
-        ),
+        Ok(GateOutcome::Marked { boot_name, marked, .. }) => {
+            tracing::info!(
+                slot = %boot_name,
+                rauc_slot = %marked.slot,
+                message = %marked.message,
+                "RAUC marked the booted slot good"
+            );
+            crate::os_update::record::note_good(&update_dir, boot_name.as_str());
+        }
         Err(RaucError::ShuttingDown) => {
             tracing::info!("RAUC health gate: the agent stopped before the slot was marked good");
         }
-        Err(e) => tracing::warn!(
-            error = %e,
-            "RAUC health gate: the booted slot is not marked good; the boot loader falls back to the other slot at the next boot"
+        Err(e) => match booted.filter(|b| crate::os_update::record::is_trial_boot(&update_dir, b.as_str())) {
+            Some(b) => roll_back(&update_dir, &b, &e, &policy).await,
+            None => tracing::warn!(
+                error = %e,
+                "RAUC health gate: the booted slot is not marked good; the boot loader falls back to the other slot at the next boot"
+            ),
+        },
+    }
+}
+
+/// The first boot of a newly installed slot never became healthy: record
+/// why, mark the slot bad (so the boot loader skips it) and reboot into the
+/// old slot.
+async fn roll_back(update_dir: &Path, booted: &BootName, error: &RaucError, policy: &GatePolicy) {
+    use crate::os_update::record::{self, Outcome, Record};
+    tracing::error!(slot = %booted, error = %error, "the newly installed slot is not healthy: rolling back to the other slot");
+    let version = record::load(update_dir).map(|r| r.version).unwrap_or_default();
+    record::store(
+        update_dir,
+        &Record::new(
+            Outcome::RolledBack,
+            &version,
+            booted.as_str(),
+            &format!(
+                "slot {booted} booted but the agent was not healthy: {error}; the device returned to the other slot"
+            ),
         ),
+    );
+    let marked = async {
+        let conn = zbus::Connection::system().await.map_err(RaucError::Bus)?;
+        let installer = RaucInstallerProxy::new(&conn).await.map_err(RaucError::Bus)?;
+        installer.mark("bad", MARK_SLOT).await.map_err(classify)
+    };
+    match tokio::time::timeout(policy.mark_timeout, marked).await {
+        Ok(Ok((slot, message))) => tracing::warn!(rauc_slot = %slot, %message, "RAUC marked the booted slot bad"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "could not mark the booted slot bad; its try count still makes the boot loader skip it")
+        }
+        Err(_) => {
+            tracing::error!("marking the booted slot bad timed out; its try count still makes the boot loader skip it")
+        }
+    }
+    if let Err(e) = crate::os_update::reboot_now("rolling back an unhealthy OS update").await {
+        tracing::error!(error = %e, "could not start the reboot; the slot rolls back at the next boot");
     }
 }
 

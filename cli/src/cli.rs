@@ -29,6 +29,9 @@ pub enum Command {
     Device(DeviceCommand),
     /// List WendyOS devices on the local network (mDNS).
     Discover(DiscoverArgs),
+    /// Update a device's operating system (RAUC A/B), show its slots.
+    #[command(subcommand)]
+    Os(OsCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -113,6 +116,39 @@ pub enum DeviceCommand {
     Info(DeviceReadArgs),
     /// Remove the device's identity (Admin or Owner).
     Unenroll(DeviceReadArgs),
+    /// Reboot the device (Admin or Owner).
+    Reboot(DeviceReadArgs),
+}
+
+/// `wendy os ...`
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Install a signed RAUC bundle into the other slot, reboot into it and
+    /// wait for it to be marked good (exit 1 if it rolls back).
+    Update(OsUpdateArgs),
+    /// Show the booted slot, both slots and the last update.
+    Status(DeviceReadArgs),
+}
+
+/// `wendy os update`.
+#[derive(Debug, Args)]
+pub struct OsUpdateArgs {
+    /// The bundle: a local .raucb file (uploaded over mTLS) or an http(s)
+    /// URL the device downloads itself.
+    #[arg(value_name = "BUNDLE|URL")]
+    pub bundle: String,
+    /// Install only; the new slot boots at the next reboot.
+    #[arg(long)]
+    pub no_reboot: bool,
+    /// Seconds to wait for the device to come back after the reboot.
+    #[arg(long, value_name = "S", default_value = "600", value_parser = parse_seconds)]
+    pub wait: Duration,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 /// A device command that only reads (plus unenroll).

@@ -226,6 +226,11 @@ pub async fn connect(store: &Store, target: &Target) -> Result<Connection, CliEr
     Ok(conn)
 }
 
+/// The hints for a refusal by the device at the other end of `conn`.
+pub(crate) fn hints(conn: &Connection) -> Hints {
+    device_hints(conn)
+}
+
 fn device_hints(conn: &Connection) -> Hints {
     let role = conn.login.as_ref().and_then(|l| l.info.role).map(|r| r.name()).unwrap_or("unknown");
     Hints {
@@ -292,7 +297,7 @@ fn or_dash(s: &str) -> &str {
     }
 }
 
-async fn get_version(conn: &Connection) -> Result<GetAgentVersionResponse, CliError> {
+pub(crate) async fn get_version(conn: &Connection) -> Result<GetAgentVersionResponse, CliError> {
     conn.agent()
         .get_agent_version(GetAgentVersionRequest {})
         .await

@@ -2,7 +2,7 @@
 //!
 //! Logs in against a local pki-core (`wendy auth`), finds devices on mDNS
 //! (`wendy discover`), provisions them and talks to them over
-//! post-quantum mTLS (`wendy device`). Exit codes are in [`error::Exit`]
+//! post-quantum mTLS (`wendy device`), and updates their OS (`wendy os`). Exit codes are in [`error::Exit`]
 //! and `cli/README.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,12 +16,13 @@ mod connect;
 mod device;
 mod discover;
 mod error;
+mod os;
 
 use std::io::Write;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{AuthCommand, Cli, Command, DeviceCommand};
+use crate::cli::{AuthCommand, Cli, Command, DeviceCommand, OsCommand};
 use crate::config::Store;
 use crate::error::{CliError, Exit};
 
@@ -104,6 +105,29 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
                 DeviceCommand::Unenroll(a) => {
                     let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
                     emit(a.json.json, &device::unenroll(&store, &target).await?)?;
+                }
+                DeviceCommand::Reboot(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    emit(a.json.json, &os::reboot(&store, &target).await?)?;
+                }
+            }
+        }
+        Command::Os(cmd) => {
+            let store = store()?;
+            match cmd {
+                OsCommand::Update(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    let opts = os::UpdateOptions {
+                        source: os::Source::parse(&a.bundle),
+                        no_reboot: a.no_reboot,
+                        wait: a.wait,
+                        progress: !a.json.json,
+                    };
+                    emit(a.json.json, &os::update(&store, &target, opts).await?)?;
+                }
+                OsCommand::Status(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    emit(a.json.json, &os::status(&store, &target).await?)?;
                 }
             }
         }

@@ -20,7 +20,8 @@ export WENDY_OPENSSL_ROOT
 
 # The development code-signing CA (scripts/dev-codesign-ca): its key and
 # certificate, generated once; development images trust it for RAUC bundles.
-WENDY_CODESIGN_DEV_DIR="$WENDY_CACHE/codesign-dev"
+# Tests point it elsewhere for a CA the images do not trust.
+WENDY_CODESIGN_DEV_DIR="${WENDY_CODESIGN_DEV_DIR:-$WENDY_CACHE/codesign-dev}"
 export WENDY_CODESIGN_DEV_DIR
 
 # The venv of the published-protocol client (tests/compat), made by scripts/setup.

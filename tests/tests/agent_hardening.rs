@@ -483,4 +483,14 @@ fn unit_file_matches_the_caps() {
     for line in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
         assert!(!defaults.iter().any(|d| d == line), "Environment={line} restates the default");
     }
+    // The sandbox lets the agent write its OS update staging directory, and
+    // the images create it (the agent starts before systemd-tmpfiles).
+    let rw: Vec<&str> =
+        unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
+    assert!(rw.contains(&format!("-{DEFAULT_UPDATE_DIR}").as_str()), "ReadWritePaths {rw:?}");
+    let tmpfiles = std::fs::read_to_string(
+        wendy_tests::pyclient::repo_root().join("image/rootfs/usr/lib/tmpfiles.d/wendyos.conf"),
+    )
+    .unwrap();
+    assert!(tmpfiles.lines().any(|l| l.starts_with(&format!("d {DEFAULT_UPDATE_DIR} 0700 "))), "{tmpfiles}");
 }

@@ -1,5 +1,6 @@
 //! Refusals over mTLS, each clear, with the agent serving throughout:
-//! a Viewer calling Unprovision, a certificate from another CA, a revoked
+//! a Viewer calling Unprovision or any OS update call, a certificate from
+//! another CA, a revoked
 //! certificate (after the CRL refresh), an expired certificate, and one
 //! without clientAuth. Also: renewal swaps the server certificate without
 //! dropping a live connection. Uses the in-process fake pki-core (its CA key
@@ -59,6 +60,34 @@ async fn refusals_are_clear_and_the_agent_keeps_serving() {
     assert!(e.message().contains("requires role Admin") && e.message().contains("role Viewer"), "{e:?}");
     assert!(agent.config_dir.join("provisioning.json").exists());
     agent_client(ch.clone()).get_agent_version(GetAgentVersionRequest {}).await.expect("viewer may read");
+
+    // OS updates are Admin's: every update call of a Viewer is refused
+    // before the service sees it.
+    let os_update = || wendy_proto::agent_admin::os_update_service_client::OsUpdateServiceClient::new(ch.clone());
+    let url = "http://127.0.0.1:9/wendyos-qemuarm64-2.0.0.raucb".to_owned();
+    let denied = [
+        agent_client(ch.clone()).update_os(UpdateOsRequest { artifact_url: url.clone() }).await.map(|_| ()),
+        wendy_proto::agent_v2::wendy_os_update_service_client::WendyOsUpdateServiceClient::new(ch.clone())
+            .update_os(wendy_proto::agent_v2::UpdateOsRequest { artifact_url: url.clone() })
+            .await
+            .map(|_| ()),
+        os_update().install_bundle(tokio_stream::empty()).await.map(|_| ()),
+        os_update().get_update_status(wendy_proto::agent_admin::GetUpdateStatusRequest {}).await.map(|_| ()),
+        os_update().reboot(wendy_proto::agent_admin::RebootRequest {}).await.map(|_| ()),
+    ];
+    for r in denied {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("requires role Admin"), "{e:?}");
+    }
+    // An Admin reaches the updater, which checks the URL before anything.
+    let admin_ch = agent.mtls(&admin.credentials, &ca).await.unwrap();
+    let e = agent_client(admin_ch)
+        .update_os(UpdateOsRequest { artifact_url: "ftp://example.invalid/b.raucb".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("scheme"), "{e:?}");
 
     // A certificate from another CA: with another subject DN, and with the
     // same DN as ours (rollover semantics: tried, signature fails).
@@ -192,5 +221,13 @@ async fn bad_requests_and_corrupt_state_leave_the_device_unprovisioned() {
     // Unprovision is never served on plaintext.
     let e = admin_client(agent.plaintext().await.unwrap()).unprovision(UnprovisionRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    // Nor is an OS update: the published v1 UpdateOS shares a service with
+    // GetAgentVersion, which plaintext serves, so the call itself refuses.
+    let e = agent_client(agent.plaintext().await.unwrap())
+        .update_os(UpdateOsRequest { artifact_url: "http://127.0.0.1:9/b.raucb".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("only over mTLS"), "{e:?}");
     assert!(!agent.config_dir.join("provisioning.json").exists());
 }

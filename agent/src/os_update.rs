@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Future, Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -313,8 +313,9 @@ impl Updater {
             let _busy = busy;
             tracing::info!(url = %url, "OS update: downloading the bundle");
             let _ = tx.send(Event::Progress { phase: phase::DOWNLOADING, percent: 0 }).await;
+            let started = Instant::now();
             let staged = me.download(&url, &tx).await.map_err(|e| format!("download failed: {e}"));
-            me.install_staged(staged, &tx).await;
+            me.install_staged(staged, started, &tx).await;
         });
         Ok(rx)
     }
@@ -343,8 +344,9 @@ impl Updater {
         let me = self.clone();
         tokio::spawn(async move {
             let _busy = busy;
+            let started = Instant::now();
             let staged = me.receive(upload, &tx).await.map_err(|e| format!("upload failed: {e}"));
-            me.install_staged(staged, &tx).await;
+            me.install_staged(staged, started, &tx).await;
         });
         Ok(rx)
     }
@@ -393,34 +395,34 @@ impl Updater {
         Ok(staged)
     }
 
-    async fn install_staged(&self, staged: Result<Staged, String>, tx: &mpsc::Sender<Event>) {
+    async fn install_staged(&self, staged: Result<Staged, String>, started: Instant, tx: &mpsc::Sender<Event>) {
+        let stage_seconds = secs(started.elapsed());
+        let installing = Instant::now();
         let result = match staged {
             Ok(staged) => {
-                tracing::info!(size = staged.size, sha256 = %staged.sha256, "OS update: RAUC installs the bundle");
+                tracing::info!(size = staged.size, sha256 = %staged.sha256, stage_seconds, "OS update: RAUC installs the bundle");
                 let _ = tx.send(Event::Progress { phase: phase::INSTALLING, percent: 0 }).await;
                 self.installer.install(&staged.path, tx.clone()).await
             }
             Err(e) => Err(e),
         };
-        match result {
-            Ok(installed) => {
-                record::store(
-                    &self.dir,
-                    &Record::new(
-                        Outcome::Installed,
-                        &installed.version,
-                        &installed.slot,
-                        "installed; boots at the next reboot",
-                    ),
-                );
-                let _ = tx.send(Event::Completed).await;
-            }
+        let install_seconds = secs(installing.elapsed());
+        let mut record = match &result {
+            Ok(installed) => Record::new(
+                Outcome::Installed,
+                &installed.version,
+                &installed.slot,
+                "installed; boots at the next reboot",
+            ),
             Err(message) => {
                 tracing::warn!(error = %message, "OS update failed; the running slot is unchanged");
-                record::store(&self.dir, &Record::new(Outcome::Failed, "", "", &message));
-                let _ = tx.send(Event::Failed(message)).await;
+                Record::new(Outcome::Failed, "", "", message)
             }
-        }
+        };
+        record.stage_seconds = stage_seconds;
+        record.install_seconds = install_seconds;
+        record::store(&self.dir, &record);
+        let _ = tx.send(result.map_or_else(Event::Failed, |_| Event::Completed)).await;
     }
 }
 
@@ -436,6 +438,11 @@ where
         // A message without a oneof is skipped like an empty chunk.
         Ok(Some(Ok(m))) => Ok(Some(m.request_type.unwrap_or(RequestType::Chunk(Vec::new())))),
     }
+}
+
+/// Whole seconds, saturating.
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// `received` of `total` in whole percent, if the total is known.

@@ -688,18 +688,18 @@ pub async fn health_gate(daemon: Weak<Daemon>) {
 async fn roll_back(update_dir: &Path, booted: &BootName, error: &RaucError, policy: &GatePolicy) {
     use crate::os_update::record::{self, Outcome, Record};
     tracing::error!(slot = %booted, error = %error, "the newly installed slot is not healthy: rolling back to the other slot");
-    let version = record::load(update_dir).map(|r| r.version).unwrap_or_default();
-    record::store(
-        update_dir,
-        &Record::new(
-            Outcome::RolledBack,
-            &version,
-            booted.as_str(),
-            &format!(
-                "slot {booted} booted but the agent was not healthy: {error}; the device returned to the other slot"
-            ),
-        ),
+    let last = record::load(update_dir);
+    let version = last.as_ref().map(|r| r.version.clone()).unwrap_or_default();
+    let mut rolled = Record::new(
+        Outcome::RolledBack,
+        &version,
+        booted.as_str(),
+        &format!("slot {booted} booted but the agent was not healthy: {error}; the device returned to the other slot"),
     );
+    if let Some(last) = &last {
+        rolled = rolled.timed_like(last);
+    }
+    record::store(update_dir, &rolled);
     let marked = async {
         let conn = zbus::Connection::system().await.map_err(RaucError::Bus)?;
         let installer = RaucInstallerProxy::new(&conn).await.map_err(RaucError::Bus)?;

@@ -86,6 +86,10 @@ pub struct UpdateReport {
     pub os_version: String,
     /// The device's words.
     pub message: String,
+    /// Seconds to get the bundle onto the device.
+    pub stage_seconds: u32,
+    /// Seconds RAUC took to install it.
+    pub install_seconds: u32,
 }
 
 impl fmt::Display for UpdateReport {
@@ -304,6 +308,8 @@ pub async fn update(store: &Store, target: &Target, opts: UpdateOptions) -> Resu
         version: sanitize(&last.version),
         os_version: String::new(),
         message: sanitize(&last.message),
+        stage_seconds: last.stage_seconds,
+        install_seconds: last.install_seconds,
     };
     if opts.no_reboot {
         return Ok(report);
@@ -438,6 +444,10 @@ pub struct LastInstallReport {
     pub message: String,
     /// When (Unix seconds).
     pub recorded_unix: i64,
+    /// Seconds to get the bundle onto the device.
+    pub stage_seconds: u32,
+    /// Seconds RAUC took to install it.
+    pub install_seconds: u32,
 }
 
 fn result_name(r: InstallResult) -> &'static str {
@@ -474,10 +484,12 @@ impl fmt::Display for StatusReport {
             None => write!(f, "last update: none"),
             Some(l) => write!(
                 f,
-                "last update: {} {} (slot {}): {}",
+                "last update: {} {} (slot {}; staged in {} s, installed in {} s): {}",
                 l.result,
                 or_dash(&l.version),
                 or_dash(&l.slot),
+                l.stage_seconds,
+                l.install_seconds,
                 l.message
             ),
         }
@@ -513,6 +525,8 @@ pub async fn status(store: &Store, target: &Target) -> Result<StatusReport, CliE
             slot: c(&l.slot),
             message: c(&l.message),
             recorded_unix: l.recorded_unix,
+            stage_seconds: l.stage_seconds,
+            install_seconds: l.install_seconds,
         }),
     })
 }

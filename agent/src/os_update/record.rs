@@ -51,6 +51,12 @@ pub struct Record {
     pub message: String,
     /// When this was recorded (Unix seconds).
     pub recorded_unix: i64,
+    /// Seconds to stage the bundle (download or upload).
+    #[serde(default)]
+    pub stage_seconds: u32,
+    /// Seconds RAUC took to install it.
+    #[serde(default)]
+    pub install_seconds: u32,
 }
 
 impl Record {
@@ -71,7 +77,17 @@ impl Record {
             slot: slot.to_owned(),
             message,
             recorded_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
+            stage_seconds: 0,
+            install_seconds: 0,
         }
+    }
+
+    /// The same record with the timings of `earlier` (a later step of the
+    /// same install keeps them).
+    pub fn timed_like(mut self, earlier: &Record) -> Self {
+        self.stage_seconds = earlier.stage_seconds;
+        self.install_seconds = earlier.install_seconds;
+        self
     }
 
     /// The wire form.
@@ -88,6 +104,8 @@ impl Record {
             slot: self.slot.clone(),
             message: self.message.clone(),
             recorded_unix: self.recorded_unix,
+            stage_seconds: self.stage_seconds,
+            install_seconds: self.install_seconds,
         }
     }
 }
@@ -148,7 +166,8 @@ pub fn note_boot(dir: &Path, booted: &str) -> Option<Record> {
             "slot {} was installed but the device booted slot {booted}: the new slot was not marked good in time, so the boot loader returned to the old one",
             r.slot
         ),
-    );
+    )
+    .timed_like(&r);
     store(dir, &rolled);
     Some(rolled)
 }
@@ -157,7 +176,7 @@ pub fn note_boot(dir: &Path, booted: &str) -> Option<Record> {
 /// becomes `booted`.
 pub fn note_good(dir: &Path, booted: &str) {
     if let Some(r) = load(dir).filter(|r| r.outcome == Outcome::Installed && r.slot == booted) {
-        store(dir, &Record::new(Outcome::Booted, &r.version, &r.slot, "booted and marked good"));
+        store(dir, &Record::new(Outcome::Booted, &r.version, &r.slot, "booted and marked good").timed_like(&r));
     }
 }
 

@@ -109,7 +109,8 @@ impl ArtifactUrl {
     /// Parses and checks `url`.
     pub fn parse(url: &str) -> Result<Self, FetchError> {
         let url = url.trim();
-        let bad = |why: &str| FetchError::BadUrl { url: cap(url), why: why.to_owned() };
+        let shown = url.split_once('?').map_or(url.to_owned(), |(base, _)| format!("{base}?…"));
+        let bad = |why: &str| FetchError::BadUrl { url: cap(&shown), why: why.to_owned() };
         if url.is_empty() {
             return Err(bad("empty: give the http(s) URL of a RAUC bundle"));
         }
@@ -144,9 +145,17 @@ impl ArtifactUrl {
     }
 }
 
+/// Scheme, authority and path only: a query string often carries a
+/// credential (a pre-signed URL's signature), and this form goes into logs,
+/// errors and `last-install.json`.
 impl std::fmt::Display for ArtifactUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.uri)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.uri.path())?;
+        if self.uri.query().is_some() {
+            f.write_str("?…")?;
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +305,10 @@ mod tests {
             let e = ArtifactUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+        let signed = ArtifactUrl::parse("https://s3.example/b.raucb?X-Amz-Signature=secret").unwrap();
+        assert_eq!(signed.to_string(), "https://s3.example:443/b.raucb?…");
+        let e = ArtifactUrl::parse("ftp://h/b?token=secret").unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
         let long = format!("http://h/{}", "a".repeat(MAX_URL_BYTES));
         assert!(ArtifactUrl::parse(&long).unwrap_err().to_string().contains("longer than"));
     }

@@ -191,6 +191,14 @@ async fn connect_mtls(store: &Store, base: &HostPort) -> Result<(Channel, HostPo
     Ok((channel, addr, login))
 }
 
+/// Connects over mTLS only, for calls no plaintext port serves (OS
+/// updates): no guess from the advertisement or memory, whose plaintext
+/// probe a NAT or port forward can answer for a port the device has closed.
+pub(crate) async fn connect_mtls_only(store: &Store, target: &Target) -> Result<Connection, CliError> {
+    let (channel, addr, login) = connect_mtls(store, &target.base).await?;
+    Ok(Connection { channel, mode: Mode::Mtls, addr, login: Some(login) })
+}
+
 /// Connects to the device the way its state requires: mTLS if it says (or
 /// we remember) it is provisioned, plaintext otherwise, and the other way
 /// if the expected port is closed.

@@ -122,15 +122,19 @@ fn or_dash(s: &str) -> &str {
 
 /// An mTLS connection, or a clear error for an unprovisioned device.
 async fn connect(store: &Store, target: &Target) -> Result<Connection, CliError> {
-    let conn = device::connect(store, target).await?;
-    if conn.mode != Mode::Mtls {
-        return Err(CliError::Remote {
+    let mtls_error = match device::connect_mtls_only(store, target).await {
+        Ok(conn) => return Ok(conn),
+        Err(e) => e,
+    };
+    // Say why: an unprovisioned device answers on plaintext only.
+    match device::connect(store, target).await {
+        Ok(conn) if conn.mode == Mode::Plaintext => Err(CliError::Remote {
             context: format!("device at {}", conn.addr),
             message: "it is not provisioned; OS updates, status and reboots are served only over mTLS".into(),
             hint: Some("provision it first with `wendy device provision`".into()),
-        });
+        }),
+        _ => Err(mtls_error),
     }
-    Ok(conn)
 }
 
 fn client(conn: &Connection) -> OsUpdateServiceClient<Channel> {

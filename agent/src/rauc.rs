@@ -700,22 +700,32 @@ async fn roll_back(update_dir: &Path, booted: &BootName, error: &RaucError, poli
         rolled = rolled.timed_like(last);
     }
     record::store(update_dir, &rolled);
-    let marked = async {
-        let conn = zbus::Connection::system().await.map_err(RaucError::Bus)?;
-        let installer = RaucInstallerProxy::new(&conn).await.map_err(RaucError::Bus)?;
-        installer.mark("bad", MARK_SLOT).await.map_err(classify)
+    // The gate can give up right after READY, early in the boot: the system
+    // bus or RAUC may not answer yet, so both calls are retried like Mark.
+    let mark_bad = || async {
+        let once = async {
+            let conn = zbus::Connection::system().await.map_err(RaucError::Bus)?;
+            let installer = RaucInstallerProxy::new(&conn).await.map_err(RaucError::Bus)?;
+            installer.mark("bad", MARK_SLOT).await.map_err(classify)
+        };
+        tokio::time::timeout(policy.mark_timeout, once)
+            .await
+            .unwrap_or(Err(RaucError::Timeout { what: "RAUC Mark bad", after: policy.mark_timeout }))
     };
-    match tokio::time::timeout(policy.mark_timeout, marked).await {
-        Ok(Ok((slot, message))) => tracing::warn!(rauc_slot = %slot, %message, "RAUC marked the booted slot bad"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "could not mark the booted slot bad; its try count still makes the boot loader skip it")
-        }
-        Err(_) => {
-            tracing::error!("marking the booted slot bad timed out; its try count still makes the boot loader skip it")
+    match with_retries("mark bad", &policy.mark, mark_bad).await {
+        Ok(((slot, message), _)) => tracing::warn!(rauc_slot = %slot, %message, "RAUC marked the booted slot bad"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not mark the booted slot bad; its try flag still makes the boot loader skip it")
         }
     }
-    if let Err(e) = crate::os_update::reboot_now("rolling back an unhealthy OS update").await {
-        tracing::error!(error = %e, "could not start the reboot; the slot rolls back at the next boot");
+    let reboot = || async {
+        tokio::time::timeout(policy.mark_timeout, crate::os_update::reboot_now("rolling back an unhealthy OS update"))
+            .await
+            .unwrap_or(Err(zbus::Error::Failure("timed out".into())))
+            .map_err(classify)
+    };
+    if let Err(e) = with_retries("reboot", &policy.mark, reboot).await {
+        tracing::error!(error = %e, "could not start the reboot; the slot rolls back at the boot deadline or the next boot");
     }
 }
 

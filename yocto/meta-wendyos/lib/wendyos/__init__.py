@@ -1,2 +1,2 @@
 # Helpers for meta-wendyos, importable from metadata as wendyos.<module>.
-BBIMPORTS = ["partitions", "skip", "version"]
+BBIMPORTS = ["partitions", "rauc", "skip", "version"]

@@ -33,6 +33,15 @@ CARGO_LOCK_SRC_DIR = "${S}"
 # Leave stripping to Yocto, which splits debug symbols into -dbg.
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
+# The agent's optional subsystems (agent/Cargo.toml [features]) from
+# PACKAGECONFIG, over --no-default-features: rauc, the health gate that
+# marks the booted A/B slot good through RAUC's D-Bus API
+# (docs/decisions/0026), where the distro has RAUC. The test-only features
+# are never set here.
+CARGO_BUILD_FLAGS += "--no-default-features"
+PACKAGECONFIG ??= "${@bb.utils.filter('DISTRO_FEATURES', 'rauc', d)}"
+PACKAGECONFIG[rauc] = "--features=rauc,,,rauc"
+
 # Native build needs: none beyond the Rust toolchain. The crypto provider,
 # aws-lc-sys, compiles its C with the cc crate (oe_cargo_fix_env exports the
 # cross CC/CFLAGS) and uses its pre-generated "universal" bindings on Linux

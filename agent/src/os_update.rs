@@ -44,7 +44,6 @@ use wendy_proto::agent_admin::{
     GetUpdateStatusRequest, GetUpdateStatusResponse, InstallBundleRequest, InstallBundleResponse, RebootRequest,
     RebootResponse,
 };
-use wendy_proto::agent_v2::update_os_response::{Completed, Failed, Progress, ResponseType};
 use wendy_proto::agent_v2::wendy_os_update_service_server::WendyOsUpdateService;
 use wendy_proto::agent_v2::{UpdateOsRequest, UpdateOsResponse};
 
@@ -110,43 +109,37 @@ pub enum Event {
     Failed(String),
 }
 
+/// The same mapping for each package's copy of the response: v1, v2 and
+/// ours have the same fields under their own generated types.
+macro_rules! event_to_response {
+    ($event:expr, $($module:ident)::+, $response:ident) => {{
+        use $($module)::+ as m;
+        let response_type = match $event {
+            Event::Progress { phase, percent } => {
+                m::ResponseType::Progress(m::Progress { phase: (*phase).to_owned(), percent: *percent })
+            }
+            Event::Completed => m::ResponseType::Completed(m::Completed { reboot_required: true }),
+            Event::Failed(message) => m::ResponseType::Failed(m::Failed { error_message: message.clone() }),
+        };
+        $response { response_type: Some(response_type) }
+    }};
+}
+
 impl Event {
     /// The published v2 response.
     pub fn to_v2(&self) -> UpdateOsResponse {
-        let response_type = match self {
-            Self::Progress { phase, percent } => {
-                ResponseType::Progress(Progress { phase: (*phase).to_owned(), percent: *percent })
-            }
-            Self::Completed => ResponseType::Completed(Completed { reboot_required: true }),
-            Self::Failed(m) => ResponseType::Failed(Failed { error_message: m.clone() }),
-        };
-        UpdateOsResponse { response_type: Some(response_type) }
+        event_to_response!(self, wendy_proto::agent_v2::update_os_response, UpdateOsResponse)
     }
 
     /// Our `InstallBundle` response (the same fields).
     pub fn to_ours(&self) -> InstallBundleResponse {
-        use wendy_proto::agent_admin::install_bundle_response as ours;
-        let response_type = match self {
-            Self::Progress { phase, percent } => {
-                ours::ResponseType::Progress(ours::Progress { phase: (*phase).to_owned(), percent: *percent })
-            }
-            Self::Completed => ours::ResponseType::Completed(ours::Completed { reboot_required: true }),
-            Self::Failed(m) => ours::ResponseType::Failed(ours::Failed { error_message: m.clone() }),
-        };
-        InstallBundleResponse { response_type: Some(response_type) }
+        event_to_response!(self, wendy_proto::agent_admin::install_bundle_response, InstallBundleResponse)
     }
 
     /// The published v1 response (the same fields).
     pub fn to_v1(&self) -> wendy_proto::agent::UpdateOsResponse {
-        use wendy_proto::agent::update_os_response as v1;
-        let response_type = match self {
-            Self::Progress { phase, percent } => {
-                v1::ResponseType::Progress(v1::Progress { phase: (*phase).to_owned(), percent: *percent })
-            }
-            Self::Completed => v1::ResponseType::Completed(v1::Completed { reboot_required: true }),
-            Self::Failed(m) => v1::ResponseType::Failed(v1::Failed { error_message: m.clone() }),
-        };
-        wendy_proto::agent::UpdateOsResponse { response_type: Some(response_type) }
+        use wendy_proto::agent::UpdateOsResponse as V1Response;
+        event_to_response!(self, wendy_proto::agent::update_os_response, V1Response)
     }
 }
 

@@ -140,8 +140,11 @@ pub struct OsUpdateArgs {
     /// Install only; the new slot boots at the next reboot.
     #[arg(long)]
     pub no_reboot: bool,
-    /// Seconds to wait for the device to come back after the reboot.
-    #[arg(long, value_name = "S", default_value = "600", value_parser = parse_seconds)]
+    /// Seconds to wait for the device to come back after the reboot. The
+    /// default outlasts the device's boot deadline (10 min, image/rootfs's
+    /// wendyos-boot-deadline.timer) plus a boot of the old slot, so a new
+    /// slot whose agent never starts is still seen rolled back.
+    #[arg(long, value_name = "S", default_value = "900", value_parser = parse_seconds)]
     pub wait: Duration,
     /// Which device.
     #[command(flatten)]

@@ -38,6 +38,8 @@ pub mod authz;
 pub mod avahi;
 pub mod cloud;
 pub mod config;
+#[cfg(feature = "apps")]
+pub mod containers;
 pub mod crash;
 pub mod credential_seed;
 pub mod daemon;
@@ -55,6 +57,8 @@ pub mod os_update;
 pub mod provisioning;
 #[cfg(feature = "rauc")]
 pub mod rauc;
+#[cfg(feature = "apps")]
+pub mod registry;
 pub mod state;
 pub mod sysinfo;
 pub mod systemd;

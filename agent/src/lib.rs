@@ -26,6 +26,10 @@
 //!   A/B slot good once the agent is healthy, or rolls it back;
 //! - `os_update` (Cargo feature `rauc`): the published `UpdateOS` and our
 //!   `OsUpdateService` (upload, status, reboot);
+//! - `containers` (Cargo feature `apps`, in progress): the published
+//!   `wendy.json` and the sandbox (OCI runtime spec) it maps to;
+//! - `registry` (Cargo feature `apps`, in progress): the OCI distribution
+//!   protocol of the on-device registry;
 //! - [`firstboot`]: importing the config-partition seed;
 //! - [`credential_seed`]: importing an operator-provisioned credential;
 //! - [`sysinfo`]: what `GetAgentVersion` and `GetDeviceInfo` report;

@@ -40,9 +40,11 @@ do_install() {
 
     # Mount points of the overlay's fstab, and the agent's state directory
     # on the data partition (decision 0021): wic copies the rootfs's /data
-    # into the data partition, so wendy-agent/ exists before the bind mount.
+    # into the data partition, so wendy-agent/ exists before the bind mount,
+    # and update/ (staged OS updates, a ReadWritePaths= of the agent's unit)
+    # before the agent starts.
     install -d -m 0755 ${D}/data ${D}/boot/config ${D}/boot/efi
-    install -d -m 0700 ${D}/data/wendy-agent ${D}${sysconfdir}/wendy-agent
+    install -d -m 0700 ${D}/data/wendy-agent ${D}/data/update ${D}${sysconfdir}/wendy-agent
     # The agent's unit writes here (ReadWritePaths=) and starts before
     # systemd-tmpfiles-setup, so the directory ships in the image.
     install -d -m 0755 ${D}${sysconfdir}/avahi/services

@@ -15,6 +15,7 @@
 //! and what the image contributes to the process.
 
 pub mod app_config;
+pub mod containerd;
 pub mod sandbox;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,8 @@
 //! - [`sandbox`]: the OCI runtime spec for a validated config: own network
 //!   namespace, seccomp, `no_new_privs`, a read-only root, no host devices,
 //!   and exactly what each entitlement names.
+//! - [`containerd`]: the agent's one containerd client (socket, namespace
+//!   `wendy`) and the registry's content store over it.
 //!
 //! The types both share live here: the safe-name rule (an `appId` and a
 //! `persist` volume name), the host's device nodes as the sandbox sees them,

@@ -207,7 +207,16 @@ impl RaucBundleInstaller {
             .await
             .map_err(|_| format!("RAUC did not finish the install within {:?}", self.deadline))??;
         if result != 0 {
-            let error = rauc.last_error().await.unwrap_or_default();
+            // Read uncached: the cached proxy may not have seen RAUC's
+            // PropertiesChanged for LastError yet when Completed arrives.
+            let error = match RaucInstallerProxy::builder(&conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await
+            {
+                Ok(fresh) => fresh.last_error().await.unwrap_or_default(),
+                Err(_) => rauc.last_error().await.unwrap_or_default(),
+            };
             return Err(if error.is_empty() {
                 format!("RAUC could not install the bundle (result {result})")
             } else {

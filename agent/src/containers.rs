@@ -1,6 +1,6 @@
 //! Apps on containerd (feature `apps`, in progress): the app config and the
-//! sandbox it maps to. Both are pure: no I/O but what a caller passes in, so
-//! every rule is unit-tested.
+//! sandbox it maps to, both pure (no I/O but what a caller passes in, so
+//! every rule is unit-tested), and the runtime that runs them on containerd.
 //!
 //! - [`app_config`]: parsing and validating the published `wendy.json`
 //!   (`appId`, `version`, `entitlements`, `resources`, `env`, `run`), as it
@@ -11,6 +11,9 @@
 //!   and exactly what each entitlement names.
 //! - [`containerd`]: the agent's one containerd client (socket, namespace
 //!   `wendy`) and the registry's content store over it.
+//! - [`runtime`]: an image in containerd's store to a running, sandboxed
+//!   app over that client: unpack, create, start, output, stop, delete,
+//!   list.
 //!
 //! The types both share live here: the safe-name rule (an `appId` and a
 //! `persist` volume name), the host's device nodes as the sandbox sees them,
@@ -18,6 +21,7 @@
 
 pub mod app_config;
 pub mod containerd;
+pub mod runtime;
 pub mod sandbox;
 #[cfg(test)]
 mod tests;

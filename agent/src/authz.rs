@@ -15,6 +15,9 @@
 //! | `wendyos.agent.v1.DeviceAdminService/Unprovision` | Admin |
 //! | v1 `WendyAgentService/UpdateOS`, v2 `WendyOSUpdateService/UpdateOS` | Admin |
 //! | `wendyos.agent.v1.OsUpdateService/InstallBundle`, `/GetUpdateStatus`, `/Reboot` | Admin |
+//! | v1 and v2 `WendyContainerService/ListContainers`, `/ListVolumes`, `/ListContainerStats` | Viewer |
+//! | v1 `WendyContainerService/CreateContainer`, `/CreateContainerWithProgress` | Member |
+//! | v1 and v2 `WendyContainerService/StartContainer`, `/AttachContainer`, `/StopContainer`, `/DeleteContainer`, `/RemoveVolume` | Member |
 //! | anything else | refused (`UNIMPLEMENTED`) |
 //!
 //! v1 and v2 of a published service have the same rows.
@@ -36,9 +39,11 @@ use crate::tls::PeerInfo;
 /// (`/package.Service/Method`), or `None` if nobody may.
 pub fn required_role(path: &str) -> Option<Role> {
     use wendy_proto::agent::wendy_agent_service_server::SERVICE_NAME as AGENT;
+    use wendy_proto::agent::wendy_container_service_server::SERVICE_NAME as APPS;
     use wendy_proto::agent::wendy_provisioning_service_server::SERVICE_NAME as PROV;
     use wendy_proto::agent_admin::device_admin_service_server::SERVICE_NAME as ADMIN;
     use wendy_proto::agent_admin::os_update_service_server::SERVICE_NAME as OS_UPDATE;
+    use wendy_proto::agent_v2::wendy_container_service_server::SERVICE_NAME as APPS_V2;
     use wendy_proto::agent_v2::wendy_device_info_service_server::SERVICE_NAME as INFO_V2;
     use wendy_proto::agent_v2::wendy_os_update_service_server::SERVICE_NAME as OS_UPDATE_V2;
     use wendy_proto::agent_v2::wendy_provisioning_service_server::SERVICE_NAME as PROV_V2;
@@ -55,6 +60,13 @@ pub fn required_role(path: &str) -> Option<Role> {
         "Unprovision" if is(&[ADMIN]) => Some(Role::Admin),
         "UpdateOS" if is(&[AGENT, OS_UPDATE_V2]) => Some(Role::Admin),
         "InstallBundle" | "GetUpdateStatus" | "Reboot" if is(&[OS_UPDATE]) => Some(Role::Admin),
+        "ListContainers" | "ListVolumes" | "ListContainerStats" if is(&[APPS, APPS_V2]) => Some(Role::Viewer),
+        "CreateContainer" | "CreateContainerWithProgress" if is(&[APPS]) => Some(Role::Member),
+        "StartContainer" | "AttachContainer" | "StopContainer" | "DeleteContainer" | "RemoveVolume"
+            if is(&[APPS, APPS_V2]) =>
+        {
+            Some(Role::Member)
+        }
         _ => None,
     }
 }
@@ -171,6 +183,30 @@ mod tests {
         ] {
             assert_eq!(required_role(admin), Some(Role::Admin), "{admin}");
         }
+        for viewer in ["ListContainers", "ListVolumes", "ListContainerStats"] {
+            for v in ["v1", "v2"] {
+                let path = format!("/wendy.agent.services.{v}.WendyContainerService/{viewer}");
+                assert_eq!(required_role(&path), Some(Role::Viewer), "{path}");
+            }
+        }
+        for member in ["StartContainer", "AttachContainer", "StopContainer", "DeleteContainer", "RemoveVolume"] {
+            for v in ["v1", "v2"] {
+                let path = format!("/wendy.agent.services.{v}.WendyContainerService/{member}");
+                assert_eq!(required_role(&path), Some(Role::Member), "{path}");
+            }
+        }
+        for member in ["CreateContainer", "CreateContainerWithProgress"] {
+            let path = format!("/wendy.agent.services.v1.WendyContainerService/{member}");
+            assert_eq!(required_role(&path), Some(Role::Member), "{path}");
+            // v2 has no create; unpublished names stay refused.
+            assert_eq!(required_role(&path.replace("v1", "v2")), None);
+        }
+        for unserved in ["RunContainer", "WriteLayer", "ListLayers", "StreamMCP"] {
+            assert_eq!(required_role(&format!("/wendy.agent.services.v1.WendyContainerService/{unserved}")), None);
+        }
+        let create = "/wendy.agent.services.v1.WendyContainerService/CreateContainer";
+        assert_eq!(check(create, Some(&peer(Some(Role::Viewer)))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert!(check(create, Some(&peer(Some(Role::Member)))).is_ok());
         assert_eq!(required_role("/wendy.agent.services.v1.WendyProvisioningService/Unprovision"), None);
         assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateAgent"), None);
         assert_eq!(required_role("/wendy.agent.services.v2.WendyOSUpdateService/Reboot"), None);

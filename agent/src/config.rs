@@ -48,6 +48,12 @@ pub const DEFAULT_UPDATE_DIR: &str = "/data/update";
 /// published WendyOS agents use).
 pub const DEVICE_KEY_ALGORITHM_ENV: &str = "WENDY_DEVICE_KEY_ALGORITHM";
 
+/// The directory under the state directory ([`Config::config_dir`], on the
+/// data partition) that holds what the apps keep outside containerd: their
+/// log files ([`Config::app_log_dir`]) and `persist` volumes
+/// ([`Config::volumes_dir`]).
+pub const APPS_SUBDIR: &str = "apps";
+
 /// The agent's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -73,6 +79,11 @@ pub struct Config {
     pub device_key_algorithm: KeyAlgorithm,
     /// OS update staging and records.
     pub update_dir: PathBuf,
+    /// containerd's socket (`WENDY_CONTAINERD_SOCKET`, default
+    /// `/run/containerd/containerd.sock`; both defined in
+    /// [`crate::containers::containerd`]).
+    #[cfg(feature = "apps")]
+    pub containerd_socket: PathBuf,
 }
 
 impl Config {
@@ -133,6 +144,11 @@ impl Config {
             enrollment_ca_file: path(ENROLLMENT_CA_FILE_ENV, DEFAULT_ENROLLMENT_CA_FILE),
             device_key_algorithm,
             update_dir: path(UPDATE_DIR_ENV, DEFAULT_UPDATE_DIR),
+            #[cfg(feature = "apps")]
+            containerd_socket: path(
+                crate::containers::containerd::SOCKET_ENV,
+                crate::containers::containerd::DEFAULT_SOCKET,
+            ),
         })
     }
 
@@ -149,6 +165,16 @@ impl Config {
     /// The on-disk copy of the latest CRLs.
     pub fn crl_file(&self) -> PathBuf {
         self.config_dir.join("crl.pem")
+    }
+
+    /// The apps' log files, `<app>.log` (see [`APPS_SUBDIR`]).
+    pub fn app_log_dir(&self) -> PathBuf {
+        self.config_dir.join(APPS_SUBDIR).join("logs")
+    }
+
+    /// The apps' `persist` volumes, one directory each (see [`APPS_SUBDIR`]).
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.config_dir.join(APPS_SUBDIR).join("volumes")
     }
 }
 

@@ -114,6 +114,10 @@ pub struct Daemon {
     identity: RwLock<Option<Arc<Identity>>>,
     #[cfg(feature = "rauc")]
     updater: Arc<crate::os_update::Updater>,
+    /// The apps on containerd, once reached (feature `apps`): filled by
+    /// [`crate::container_service::connect_loop`] while provisioned.
+    #[cfg(feature = "apps")]
+    apps: Arc<arc_swap::ArcSwapOption<crate::container_service::Apps>>,
     me: Weak<Daemon>,
 }
 
@@ -147,6 +151,8 @@ impl Daemon {
             identity: RwLock::new(None),
             #[cfg(feature = "rauc")]
             updater,
+            #[cfg(feature = "apps")]
+            apps: Arc::new(arc_swap::ArcSwapOption::empty()),
             me: me.clone(),
         });
         let mut mode = daemon.mode.lock().await;
@@ -222,7 +228,13 @@ impl Daemon {
             let p = i.current();
             wendy_identity::key::PrivateKey::from_pem(&p.key_pem).ok().map(|k| k.public_key_pem())
         });
-        DeviceFacts::read(&self.sources(), public_key)
+        #[cfg_attr(not(feature = "apps"), allow(unused_mut))]
+        let mut facts = DeviceFacts::read(&self.sources(), public_key);
+        #[cfg(feature = "apps")]
+        if self.apps.load().is_some() {
+            facts.featureset.push(crate::container_service::FEATURE.to_owned());
+        }
+        facts
     }
 
     /// `IsProvisioned`.
@@ -321,6 +333,8 @@ impl Daemon {
         self.advertise(false);
         if let Mode::Provisioned { server, tasks } = std::mem::replace(&mut *mode, Mode::Unprovisioned(plaintext)) {
             tasks.iter().for_each(JoinHandle::abort);
+            #[cfg(feature = "apps")]
+            self.apps.store(None);
             drop(server.stop());
         }
         tracing::info!(port = self.config.port, "unprovisioned: identity removed, plaintext reopened");
@@ -434,6 +448,20 @@ impl Daemon {
             .add_service(wendy_proto::limited!(
                 wendy_proto::agent_admin::os_update_service_server::OsUpdateServiceServer::new(os_update)
             ));
+        // Apps: the container service is always registered (UNAVAILABLE
+        // until containerd answers); only mTLS, never the plaintext port.
+        #[cfg(feature = "apps")]
+        let router = {
+            use crate::container_service::ContainerService;
+            use wendy_proto::agent::wendy_container_service_server::WendyContainerServiceServer as AppsV1;
+            use wendy_proto::agent_v2::wendy_container_service_server::WendyContainerServiceServer as AppsV2;
+            health_reporter.set_serving::<AppsV1<ContainerService>>().await;
+            health_reporter.set_serving::<AppsV2<ContainerService>>().await;
+            let apps = ContainerService::new(self.apps.clone());
+            router
+                .add_service(wendy_proto::limited!(AppsV1::new(apps.clone())))
+                .add_service(wendy_proto::limited!(AppsV2::new(apps)))
+        };
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {
             let _keep = health_reporter;
@@ -443,10 +471,20 @@ impl Daemon {
             tracing::info!(port, "mTLS port closed");
         });
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Some(identity.clone());
-        let tasks = vec![
+        #[cfg_attr(not(feature = "apps"), allow(unused_mut))]
+        let mut tasks = vec![
             tokio::spawn(maintain::renewal_loop(self.me.clone(), identity.clone())),
             tokio::spawn(maintain::crl_loop(identity, self.config.crl_file(), self.config.crl_refresh)),
         ];
+        #[cfg(feature = "apps")]
+        tasks.push(tokio::spawn(crate::container_service::connect_loop(
+            self.apps.clone(),
+            self.config.containerd_socket.clone(),
+            crate::containers::runtime::RuntimeOptions {
+                log_dir: self.config.app_log_dir(),
+                volumes_root: self.config.volumes_dir(),
+            },
+        )));
         tracing::info!(port, "mTLS gRPC listening (provisioned)");
         Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) }, tasks))
     }

@@ -28,6 +28,8 @@
 //!   `OsUpdateService` (upload, status, reboot);
 //! - `containers` (Cargo feature `apps`, in progress): the published
 //!   `wendy.json` and the sandbox (OCI runtime spec) it maps to;
+//! - `container_service` (Cargo feature `apps`): the published container
+//!   service, v1 and v2, over the runtime, and the restart supervisor;
 //! - `registry` (Cargo feature `apps`, in progress): the OCI distribution
 //!   protocol of the on-device registry;
 //! - [`firstboot`]: importing the config-partition seed;
@@ -42,6 +44,8 @@ pub mod authz;
 pub mod avahi;
 pub mod cloud;
 pub mod config;
+#[cfg(feature = "apps")]
+pub mod container_service;
 #[cfg(feature = "apps")]
 pub mod containers;
 pub mod crash;

@@ -5,9 +5,13 @@ const PROTO_ROOT: &str = "proto";
 const PROTO_FILES: &[&str] = &[
     "proto/wendy/agent/services/v1/wendy_agent_v1_service.proto",
     "proto/wendy/agent/services/v1/wendy_provisioning_service.proto",
+    "proto/wendy/agent/services/v1/shared.proto",
+    "proto/wendy/agent/services/v1/wendy_agent_v1_container_service.proto",
     "proto/wendy/agent/services/v2/provisioning_service.proto",
     "proto/wendy/agent/services/v2/device_info_service.proto",
     "proto/wendy/agent/services/v2/os_update_service.proto",
+    "proto/wendy/agent/services/v2/shared.proto",
+    "proto/wendy/agent/services/v2/container_service.proto",
     "proto/wendyos/agent/v1/device_admin.proto",
     "proto/wendyos/agent/v1/os_update.proto",
     "proto/wendycloud/v1/certificate_service.proto",

@@ -7,6 +7,7 @@
 //! - [`avahi`]: a private `dbus-daemon` + `avahi-daemon` in a namespace, and
 //!   `avahi-browse`;
 //! - [`notify`]: a `NOTIFY_SOCKET` receiver (real sd_notify);
+//! - [`containerd`]: a private `containerd` and a busybox image in it;
 //! - [`fake_pki`]: an in-process `CertificateService`/`CrlService` with its
 //!   own CA, for tests that need no real pki-core;
 //! - [`pkicore`]: the real `pkicore serve all --dev` and calls to it;
@@ -18,6 +19,7 @@
 pub mod agent;
 pub mod avahi;
 pub mod bins;
+pub mod containerd;
 pub mod fake_pki;
 pub mod netns;
 pub mod notify;

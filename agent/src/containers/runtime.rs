@@ -111,6 +111,16 @@ pub const LABEL_RESTART: &str = "sh.wendy.restart";
 /// supervisor must not restart it), `false` after a start.
 pub const LABEL_STOPPED: &str = "sh.wendy.stopped";
 
+/// Container label: the app's `wendy.json` `version` (may be empty).
+pub const LABEL_VERSION: &str = "sh.wendy.version";
+
+/// Container label: the app's `persist` volume names, comma-separated.
+pub const LABEL_VOLUMES: &str = "sh.wendy.volumes";
+
+/// Container label: how many times a supervisor restarted the app after a
+/// failed exit (decimal; missing means 0).
+pub const LABEL_FAILURES: &str = "sh.wendy.failures";
+
 /// The content label by which an image's config roots its unpacked
 /// snapshot chain (containerd's collector follows it).
 pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
@@ -297,6 +307,9 @@ pub struct NewApp {
     pub restart: RestartPolicy,
     /// Whether its root filesystem is writable (read-only by default).
     pub writable_rootfs: bool,
+    /// The process's working directory instead of the image's
+    /// `WorkingDir` (absolute; the caller validates it).
+    pub working_dir: Option<String>,
 }
 
 impl NewApp {
@@ -309,6 +322,7 @@ impl NewApp {
             config,
             restart: RestartPolicy::No,
             writable_rootfs: false,
+            working_dir: None,
         }
     }
 }
@@ -351,6 +365,13 @@ pub struct AppStatus {
     pub restart: RestartPolicy,
     /// Whether it was stopped on purpose ([`LABEL_STOPPED`]).
     pub stopped_on_purpose: bool,
+    /// Its `wendy.json` version ([`LABEL_VERSION`]).
+    pub version: String,
+    /// Its `persist` volumes ([`LABEL_VOLUMES`]).
+    pub volumes: Vec<String>,
+    /// Restarts after a failed exit ([`LABEL_FAILURES`]; 0 when missing
+    /// or unreadable).
+    pub failures: u32,
 }
 
 /// How a task ended.
@@ -734,6 +755,8 @@ impl Runtime {
                 (LABEL_IMAGE.to_owned(), app.image.clone()),
                 (LABEL_RESTART.to_owned(), app.restart.label()),
                 (LABEL_STOPPED.to_owned(), "false".to_owned()),
+                (LABEL_VERSION.to_owned(), app.config.version.clone()),
+                (LABEL_VOLUMES.to_owned(), volume_names(&app.config).join(",")),
             ]),
             image: app.image.clone(),
             runtime: Some(ContainerRuntime { name: RUNC_RUNTIME.to_owned(), options: None }),
@@ -764,6 +787,9 @@ impl Runtime {
         let mut spec = sandbox::build_spec(&app.config, &unpacked.config, self.devices.as_ref(), &options)?;
         if let Some(linux) = spec.linux_mut().as_mut() {
             linux.set_cgroups_path(Some(Path::new("/").join(NAMESPACE).join(&app.name)));
+        }
+        if let (Some(dir), Some(process)) = (&app.working_dir, spec.process_mut().as_mut()) {
+            process.set_cwd(PathBuf::from(dir));
         }
         serde_json::to_vec(&spec).map_err(RuntimeError::Spec)
     }
@@ -965,6 +991,35 @@ impl Runtime {
         }
     }
 
+    /// Records `policy` as app `name`'s restart policy.
+    pub async fn set_restart(&self, name: &str, policy: RestartPolicy) -> Result<(), RuntimeError> {
+        self.require_container(name).await?;
+        self.set_label(name, LABEL_RESTART, &policy.label()).await
+    }
+
+    /// Records `count` as app `name`'s restarts after failure
+    /// ([`LABEL_FAILURES`]).
+    pub async fn set_failures(&self, name: &str, count: u32) -> Result<(), RuntimeError> {
+        self.require_container(name).await?;
+        self.set_label(name, LABEL_FAILURES, &count.to_string()).await
+    }
+
+    /// The bytes image `image_ref` takes in the content store for this
+    /// platform: its manifest, config and layers (compressed), as the
+    /// manifest records them. Unpacked snapshots are not counted.
+    pub async fn image_size(&self, image_ref: &str) -> Result<u64, RuntimeError> {
+        let image_err = |source| RuntimeError::Image { image: image_ref.to_owned(), source };
+        let manifest_desc = self.resolve_manifest(image_ref).await?;
+        let manifest = self.read_json(image_ref, &manifest_desc, MAX_MANIFEST_BYTES).await?;
+        let Document::Manifest { config, layers } =
+            image::parse_document(&manifest_desc.media_type, &manifest).map_err(image_err)?
+        else {
+            return Err(image_err(ImageError::Malformed { what: "index", reason: "an index inside an index".into() }));
+        };
+        let sizes = std::iter::once(&manifest_desc).chain(std::iter::once(&config)).chain(&layers);
+        Ok(sizes.map(|d| d.size.unsigned_abs()).fold(0u64, u64::saturating_add))
+    }
+
     /// Sets container label `key` of app `name`.
     async fn set_label(&self, name: &str, key: &str, value: &str) -> Result<(), RuntimeError> {
         let container = Container {
@@ -1039,6 +1094,9 @@ impl Runtime {
                 state,
                 restart: RestartPolicy::from_label(label(LABEL_RESTART)).unwrap_or_default(),
                 stopped_on_purpose: label(LABEL_STOPPED) == "true",
+                version: label(LABEL_VERSION).to_owned(),
+                volumes: label(LABEL_VOLUMES).split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect(),
+                failures: label(LABEL_FAILURES).parse().unwrap_or(0),
                 name: c.id,
             });
         }
@@ -1062,6 +1120,18 @@ struct Layer<'a> {
     chain_id: &'a Digest,
 }
 
+/// The names of `config`'s `persist` volumes, in order.
+pub fn volume_names(config: &AppConfig) -> Vec<String> {
+    config
+        .entitlements
+        .iter()
+        .filter_map(|e| match e {
+            Entitlement::Persist { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `Err(BadName)` unless `name` is a safe name.
 fn check_name(name: &str) -> Result<(), RuntimeError> {
     if is_safe_name(name) {
@@ -1071,8 +1141,9 @@ fn check_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// `t` as RFC 3339 UTC, the format of `containerd.io/gc.expire`.
-fn rfc3339(t: SystemTime) -> String {
+/// `t` as RFC 3339 UTC, to the second (the format of
+/// `containerd.io/gc.expire`).
+pub fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",

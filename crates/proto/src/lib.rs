@@ -7,16 +7,44 @@
 //! definitions.
 #![allow(clippy::large_enum_variant, missing_docs)]
 
-/// `wendy.agent.services.v1`: the device agent's published services.
-pub mod agent {
-    tonic::include_proto!("wendy.agent.services.v1");
+/// The published agent packages, nested as their names are: the published
+/// v1 container service refers to types of the root package (its
+/// `shared.proto` declares none), which prost reaches as
+/// `super::super::super::super::X`, so `wendy.agent.services.v1` must sit
+/// four modules below the crate root. Use [`agent`] and [`agent_v2`].
+#[doc(hidden)]
+pub mod wendy {
+    pub mod agent {
+        pub mod services {
+            /// `wendy.agent.services.v1`.
+            pub mod v1 {
+                tonic::include_proto!("wendy.agent.services.v1");
+            }
+            /// `wendy.agent.services.v2`.
+            pub mod v2 {
+                tonic::include_proto!("wendy.agent.services.v2");
+            }
+        }
+    }
 }
+
+/// `wendy.agent.services.v1`: the device agent's published services.
+pub use wendy::agent::services::v1 as agent;
 
 /// `wendy.agent.services.v2`: the same agent, version 2 of the published
 /// services, served side by side with v1.
-pub mod agent_v2 {
-    tonic::include_proto!("wendy.agent.services.v2");
+pub use wendy::agent::services::v2 as agent_v2;
+
+/// The root package: the published v1 `shared.proto` (no `package`
+/// statement) with the v1 container service's `RestartPolicy`,
+/// `AppContainer` and their enums.
+pub mod agent_shared {
+    tonic::include_proto!("_");
 }
+
+// Where the generated v1 code looks for the root package's types.
+#[doc(hidden)]
+pub use agent_shared::{AppContainer, AppRunningState, RestartPolicy, RestartPolicyMode};
 
 /// `wendyos.agent.v1`: the agent's own calls (not in the published protocol).
 pub mod agent_admin {

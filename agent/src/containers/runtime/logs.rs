@@ -64,7 +64,18 @@ pub enum Follow {
 
 /// The lines of the log file at `path`, without their `\n`.
 pub fn lines(path: PathBuf, follow: Follow) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let reader = LineReader { path, follow, file: None, pos: 0, pending: Vec::new(), done: false };
+    lines_from(path, follow, 0)
+}
+
+/// [`lines`], starting `offset` bytes into the file (its length before a
+/// new run, so only that run's output is read); a file shorter than
+/// `offset` is read from its beginning.
+pub fn lines_from(
+    path: PathBuf,
+    follow: Follow,
+    offset: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let reader = LineReader { path, follow, file: None, pos: offset, pending: Vec::new(), done: false };
     futures::stream::unfold(reader, |mut r| async move {
         let item = r.next_line().await?;
         Some((item, r))
@@ -112,7 +123,12 @@ impl LineReader {
     async fn read_more(&mut self) -> io::Result<usize> {
         if self.file.is_none() {
             match File::open(&self.path).await {
-                Ok(f) => self.file = Some(f),
+                Ok(mut f) => {
+                    if self.pos > 0 && f.metadata().await?.len() >= self.pos {
+                        f.seek(SeekFrom::Start(self.pos)).await?;
+                    }
+                    self.file = Some(f);
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && self.follow == Follow::Yes => return Ok(0),
                 Err(e) => return Err(e),
             }

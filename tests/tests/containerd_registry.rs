@@ -16,23 +16,24 @@
 //! - a manifest naming a blob that is not there is refused, and no image
 //!   is created.
 //!
-//! Needs root and the `containerd` and `ctr` binaries (`scripts/setup`
-//! installs Debian's `containerd`); without them it prints `SKIP` and
+//! Needs root and what `wendy_tests::containerd::Containerd` needs
+//! (`scripts/setup` installs it); without them it prints `SKIP` and
 //! passes (fails under `WENDY_TEST_STRICT=1`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use wendy_agent::containers::containerd::{ContainerdStore, NAMESPACE};
+use wendy_agent::containers::containerd::ContainerdStore;
 use wendy_agent::registry::digest::Digest;
 use wendy_agent::registry::manifests::OCI_MANIFEST;
 use wendy_agent::registry::names::RepoName;
 use wendy_agent::registry::quota::SpaceCheck;
 use wendy_agent::registry::{Access, Action, Authorize, Limits, Registry};
+use wendy_tests::containerd::Containerd;
 
 const TEST: &str = "containerd_registry";
 const REPO: &str = "wendy/hello";
@@ -57,123 +58,6 @@ impl SpaceCheck for Unlimited {
 }
 
 /// `name` on `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/usr/bin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Our own containerd; killed on drop.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    ctr: PathBuf,
-}
-
-impl Containerd {
-    /// Starts containerd and waits for its socket; `None` (after saying
-    /// why) when this host cannot run it.
-    fn start() -> Option<Self> {
-        let (Some(containerd), Some(ctr)) = (on_path("containerd"), on_path("ctr")) else {
-            wendy_tests::skip(TEST, "the `containerd` and `ctr` binaries are not installed (Debian: containerd)");
-            return None;
-        };
-        if !is_root() {
-            wendy_tests::skip(TEST, "containerd needs root");
-            return None;
-        }
-        let dir = tempfile::Builder::new().prefix("wendy-ctrd-").tempdir().expect("tempdir");
-        let d = dir.path();
-        let socket = d.join("containerd.sock");
-        let config = d.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}\"\n",
-                d.join("opt").display()
-            ),
-        )
-        .expect("config");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
-        let child = Command::new(&containerd)
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--state")
-            .arg(d.join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let mut me = Self { child, dir, socket, ctr };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !me.socket.exists() || !me.ctr_ok(&["version"]) {
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("containerd exited ({status}) before listening:\n{}", me.log());
-            }
-            assert!(Instant::now() < deadline, "containerd did not listen within 30 s:\n{}", me.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(me)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    fn ctr_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.ctr);
-        c.arg("--address").arg(&self.socket).arg("--namespace").arg(NAMESPACE).args(args);
-        c
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> bool {
-        self.ctr_cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    }
-
-    /// `ctr -n wendy <args>`'s standard output; panics on failure.
-    fn ctr(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.ctr_cmd(args).output().expect("run ctr");
-        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
-
-    fn ctr_text(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&self.ctr(args)).into_owned()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A tar.gz holding one file, `hello.txt`.
 fn layer(dir: &Path) -> Vec<u8> {
     let src = dir.join("layer-src");
@@ -273,7 +157,7 @@ fn manifest(config: (&Digest, usize), layers: &[(&Digest, usize)]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pushes_into_and_pulls_from_real_containerd() {
-    let Some(ctrd) = Containerd::start() else {
+    let Some(ctrd) = Containerd::start(TEST) else {
         return;
     };
     let started = Instant::now();

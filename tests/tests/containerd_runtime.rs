@@ -35,230 +35,41 @@
 //! `SKIP` and passes (fails under `WENDY_TEST_STRICT=1`).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::io::AsyncBufReadExt;
 use tokio_stream::StreamExt;
 use wendy_agent::containers::app_config;
-use wendy_agent::containers::containerd::{ContainerdStore, NAMESPACE};
+use wendy_agent::containers::containerd::ContainerdStore;
 use wendy_agent::containers::runtime::image::host_platform;
 use wendy_agent::containers::runtime::logs::Follow;
 use wendy_agent::containers::runtime::{AppState, NewApp, RestartPolicy, Runtime, RuntimeError, RuntimeOptions};
-use wendy_agent::registry::digest::Digest;
 use wendy_agent::registry::manifests::{OCI_INDEX, OCI_MANIFEST};
-use wendy_agent::registry::names::{RepoName, Tag};
-use wendy_agent::registry::store::{BlobWriter, ContentStore, StoredManifest};
+use wendy_tests::containerd::{import_busybox, on_path, push_manifest, Containerd};
 
 const TEST: &str = "containerd_runtime";
 const REPO: &str = "wendy/busybox";
 const IMAGE: &str = "wendy/busybox:v1";
 const INDEX_IMAGE: &str = "wendy/busybox:index";
-/// The applets the image links to `/bin/busybox`.
-const APPLETS: [&str; 12] =
-    ["sh", "echo", "cat", "grep", "nc", "unshare", "sleep", "touch", "true", "ls", "ip", "date"];
 /// Every app prints this last, so a reader knows its output is complete.
 const END: &str = "__end__";
 /// The bound on every step that waits for an app.
 const STEP: Duration = Duration::from_secs(60);
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/bin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Our own containerd; killed on drop.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    ctr: PathBuf,
-}
-
-impl Containerd {
-    /// Starts containerd and waits for its socket; `None` (after saying
-    /// why) when this host cannot run it.
-    fn start() -> Option<Self> {
-        let needed = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "busybox", "tar", "gzip", "ip"];
-        let missing: Vec<&str> = needed.into_iter().filter(|b| on_path(b).is_none()).collect();
-        if !missing.is_empty() {
-            wendy_tests::skip(TEST, &format!("not installed: {missing:?} (Debian: containerd runc busybox-static)"));
-            return None;
-        }
-        if !is_root() {
-            wendy_tests::skip(TEST, "containerd and runc need root");
-            return None;
-        }
-        let dir = tempfile::Builder::new().prefix("wendy-rt-").tempdir().expect("tempdir");
-        let d = dir.path();
-        let socket = d.join("containerd.sock");
-        let config = d.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}\"\n",
-                d.join("opt").display()
-            ),
-        )
-        .expect("config");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
-        let child = Command::new(on_path("containerd").expect("containerd"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--state")
-            .arg(d.join("state"))
-            .arg("--address")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let mut me = Self { child, dir, socket, ctr: on_path("ctr").expect("ctr") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !me.socket.exists() || !me.ctr_ok(&["version"]) {
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("containerd exited ({status}) before listening:\n{}", me.log());
-            }
-            assert!(Instant::now() < deadline, "containerd did not listen within 30 s:\n{}", me.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(me)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    fn ctr_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.ctr);
-        c.arg("--address").arg(&self.socket).arg("--namespace").arg(NAMESPACE).args(args);
-        c
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> bool {
-        self.ctr_cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    }
-
-    /// The rows `ctr -n wendy <args>` prints (its header, a line starting
-    /// with an upper-case word, left out).
-    fn ctr_rows(&self, args: &[&str]) -> Vec<String> {
-        let out = self.ctr_cmd(args).output().expect("run ctr");
-        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter(|l| !l.split_whitespace().next().is_some_and(|w| w.chars().all(|c| c.is_ascii_uppercase())))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(status.success(), "{cmd:?}: {status}");
-}
-
-/// The layer: `/bin/busybox`, applet links, empty `/etc` and `/data`
-/// mount points; returns (the gzip blob, the uncompressed tar's digest).
-fn busybox_layer(dir: &Path) -> (Vec<u8>, Digest) {
-    let src = dir.join("rootfs");
-    std::fs::create_dir_all(src.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(src.join("etc")).expect("mkdir");
-    std::fs::copy(on_path("busybox").expect("busybox"), src.join("bin/busybox")).expect("copy busybox");
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", src.join("bin").join(applet)).expect("symlink");
-    }
-    let tar = dir.join("layer.tar");
-    run(Command::new("tar")
-        .args(["--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "--sort=name", "-cf"])
-        .arg(&tar)
-        .arg("-C")
-        .arg(&src)
-        .args(["bin", "etc"]));
-    let diff_id = Digest::of(&std::fs::read(&tar).expect("read tar"));
-    run(Command::new("gzip").args(["-n", "-f"]).arg(&tar));
-    (std::fs::read(dir.join("layer.tar.gz")).expect("read layer"), diff_id)
-}
-
-/// Pushes `data` as a blob through the registry's store.
-async fn push_blob(store: &ContainerdStore, data: &[u8]) -> Digest {
-    let digest = Digest::of(data);
-    let mut w = store.writer(&format!("test-{}", digest.hex()), Some(data.len() as u64)).await.expect("writer");
-    w.write(0, Bytes::copy_from_slice(data)).await.expect("write");
-    w.commit(&digest, data.len() as u64).await.expect("commit");
-    digest
-}
-
-async fn push_manifest(store: &ContainerdStore, tag: &str, media_type: &str, body: serde_json::Value) -> Digest {
-    let bytes = Bytes::from(body.to_string());
-    let digest = Digest::of(&bytes);
-    let m = StoredManifest { media_type: media_type.to_owned(), digest: digest.clone(), bytes };
-    let repo = RepoName::parse(REPO).expect("repo");
-    let tag = Tag::parse(tag).expect("tag");
-    store.put_manifest(&repo, Some(&tag), m).await.expect("put manifest");
-    digest
-}
-
 /// Builds the busybox image and stores it as [`IMAGE`] and, behind an
 /// index for this platform, [`INDEX_IMAGE`].
 async fn import_image(store: &ContainerdStore, dir: &Path) {
-    let (layer, diff_id) = busybox_layer(dir);
+    let (manifest_digest, size) = import_busybox(store, dir, REPO, "v1").await;
     let platform = host_platform();
-    let config = serde_json::json!({
-        "architecture": platform.architecture, "os": "linux",
-        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["echo", "hello"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
-    })
-    .to_string()
-    .into_bytes();
-    let layer_digest = push_blob(store, &layer).await;
-    let config_digest = push_blob(store, &config).await;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.as_str(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.as_str(), "size": layer.len()}],
-    });
-    let size = manifest.to_string().len();
-    let manifest_digest = push_manifest(store, "v1", OCI_MANIFEST, manifest).await;
     let index = serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX,
         "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest.as_str(), "size": size,
                        "platform": {"os": "linux", "architecture": platform.architecture}}],
     });
-    push_manifest(store, "index", OCI_INDEX, index).await;
+    push_manifest(store, REPO, "index", OCI_INDEX, index).await;
 }
 
 /// A validated config for app `id` running `script` under `sh -c`, with
@@ -335,7 +146,7 @@ fn net_lines(lines: &[String]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_run_sandboxed_on_real_containerd() {
-    let Some(ctrd) = Containerd::start() else {
+    let Some(ctrd) = Containerd::start(TEST) else {
         return;
     };
     let Some(host_ip) = host_address() else {
@@ -371,8 +182,11 @@ async fn apps_run_sandboxed_on_real_containerd() {
     assert!(lines.contains(&"hello from wendy".to_owned()), "{lines:?}");
     assert_eq!(code, 7);
     assert_eq!(rt.state("echo").await.expect("state"), AppState::Exited { code: 7 });
+    // The shim copies stdout and stderr in two goroutines, so the stderr
+    // line may land after END and even after the exit: poll the file.
     let mut all = Vec::new();
-    for _ in 0..50 {
+    let deadline = Instant::now() + STEP;
+    while Instant::now() < deadline {
         all = rt.output("echo", Follow::No).expect("output").collect::<Vec<_>>().await;
         if all.iter().any(|l| l.as_ref().is_ok_and(|l| l == "to-stderr")) {
             break;

@@ -16,6 +16,7 @@
 //! | v1 `WendyAgentService/UpdateOS`, v2 `WendyOSUpdateService/UpdateOS` | Admin |
 //! | `wendyos.agent.v1.OsUpdateService/InstallBundle`, `/GetUpdateStatus`, `/Reboot` | Admin |
 //! | v1 and v2 `WendyContainerService/ListContainers`, `/ListVolumes`, `/ListContainerStats` | Viewer |
+//! | `wendyos.agent.v1.AppService/ReadAppLogs`, `/ListAppDetails` | Viewer |
 //! | v1 `WendyContainerService/CreateContainer`, `/CreateContainerWithProgress` | Member |
 //! | v1 and v2 `WendyContainerService/StartContainer`, `/AttachContainer`, `/StopContainer`, `/DeleteContainer`, `/RemoveVolume` | Member |
 //! | anything else | refused (`UNIMPLEMENTED`) |
@@ -41,6 +42,7 @@ pub fn required_role(path: &str) -> Option<Role> {
     use wendy_proto::agent::wendy_agent_service_server::SERVICE_NAME as AGENT;
     use wendy_proto::agent::wendy_container_service_server::SERVICE_NAME as APPS;
     use wendy_proto::agent::wendy_provisioning_service_server::SERVICE_NAME as PROV;
+    use wendy_proto::agent_admin::app_service_server::SERVICE_NAME as OUR_APPS;
     use wendy_proto::agent_admin::device_admin_service_server::SERVICE_NAME as ADMIN;
     use wendy_proto::agent_admin::os_update_service_server::SERVICE_NAME as OS_UPDATE;
     use wendy_proto::agent_v2::wendy_container_service_server::SERVICE_NAME as APPS_V2;
@@ -61,6 +63,7 @@ pub fn required_role(path: &str) -> Option<Role> {
         "UpdateOS" if is(&[AGENT, OS_UPDATE_V2]) => Some(Role::Admin),
         "InstallBundle" | "GetUpdateStatus" | "Reboot" if is(&[OS_UPDATE]) => Some(Role::Admin),
         "ListContainers" | "ListVolumes" | "ListContainerStats" if is(&[APPS, APPS_V2]) => Some(Role::Viewer),
+        "ReadAppLogs" | "ListAppDetails" if is(&[OUR_APPS]) => Some(Role::Viewer),
         "CreateContainer" | "CreateContainerWithProgress" if is(&[APPS]) => Some(Role::Member),
         "StartContainer" | "AttachContainer" | "StopContainer" | "DeleteContainer" | "RemoveVolume"
             if is(&[APPS, APPS_V2]) =>
@@ -169,6 +172,8 @@ mod tests {
             "/wendy.agent.services.v1.WendyProvisioningService/IsProvisioned",
             "/wendy.agent.services.v2.WendyProvisioningService/IsProvisioned",
             "/grpc.health.v1.Health/Check",
+            "/wendyos.agent.v1.AppService/ReadAppLogs",
+            "/wendyos.agent.v1.AppService/ListAppDetails",
         ] {
             assert_eq!(required_role(viewer), Some(Role::Viewer), "{viewer}");
         }
@@ -210,6 +215,9 @@ mod tests {
         assert_eq!(required_role("/wendy.agent.services.v1.WendyProvisioningService/Unprovision"), None);
         assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateAgent"), None);
         assert_eq!(required_role("/wendy.agent.services.v2.WendyOSUpdateService/Reboot"), None);
+        // Our app calls live only in our package.
+        assert_eq!(required_role("/wendy.agent.services.v2.WendyContainerService/ReadAppLogs"), None);
+        assert_eq!(required_role("/wendyos.agent.v1.AppService/StopContainer"), None);
         assert!(check(version, Some(&peer(Some(Role::Viewer)))).is_ok());
         let e = check(unprov, Some(&peer(Some(Role::Viewer)))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);

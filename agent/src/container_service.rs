@@ -14,6 +14,14 @@
 //! | `ListVolumes`, `RemoveVolume` | Viewer, Member | the `persist` volumes on the data partition; a volume an app uses is not removed |
 //! | `ListContainerStats` | Viewer | memory from the app's cgroup, storage as the image's content size |
 //!
+//! And our own `wendyos.agent.v1.AppService` (decision 0086), on the same
+//! port and over the same apps:
+//!
+//! | call | role | what it does |
+//! |---|---|---|
+//! | `ReadAppLogs` | Viewer | the app's output so far, one message per line, from its log file; with `follow`, then new output until the caller goes away; `NOT_FOUND` for an unknown app |
+//! | `ListAppDetails` | Viewer | every app's restart policy (its label) and image |
+//!
 //! Requests map onto the runtime as follows.
 //! - The app's name is `app_name` when given, else `wendy.json`'s container
 //!   id (`appId`, or `appId_serviceName`). An empty `app_config` with an
@@ -68,6 +76,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use wendy_proto::agent as v1;
 use wendy_proto::agent::wendy_container_service_server::WendyContainerService as V1Service;
+use wendy_proto::agent_admin as ours;
+use wendy_proto::agent_admin::app_service_server::AppService as OurService;
 use wendy_proto::agent_shared as v1_shared;
 use wendy_proto::agent_v2 as v2;
 use wendy_proto::agent_v2::wendy_container_service_server::WendyContainerService as V2Service;
@@ -419,6 +429,45 @@ impl Apps {
     /// Every app, by name.
     pub async fn list(&self) -> Result<Vec<AppStatus>, AppsError> {
         Ok(self.runtime.list().await?)
+    }
+
+    /// App `name`'s output so far, one line (with its `\n`) per item, then
+    /// with [`Follow::Yes`] new output until the receiver is dropped. Does
+    /// not take the app's lock: it only reads the shim's file.
+    pub async fn logs(&self, name: &str, follow: Follow) -> Result<mpsc::Receiver<Result<Bytes, Status>>, AppsError> {
+        check_app_name(name)?;
+        self.runtime.state(name).await?;
+        // An app that never ran has no file: no output, not an error.
+        let exists = tokio::fs::try_exists(self.runtime.log_path(name)).await.unwrap_or(false);
+        let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+        if !exists && follow == Follow::No {
+            return Ok(rx);
+        }
+        let mut lines = Box::pin(self.runtime.output(name, follow)?);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    line = lines.next() => match line {
+                        Some(Ok(line)) => {
+                            let mut data = line.to_vec();
+                            data.push(b'\n');
+                            if tx.send(Ok(Bytes::from(data))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(app = %name, error = %e, "reading the app's log");
+                            let _ = tx.send(Err(Status::internal("the app's output could not be read"))).await;
+                            return;
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// The `persist` volumes on the data partition.
@@ -959,6 +1008,35 @@ impl V2Service for ContainerService {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl OurService for ContainerService {
+    type ReadAppLogsStream = Boxed<ours::ReadAppLogsResponse>;
+
+    async fn read_app_logs(
+        &self,
+        request: Request<ours::ReadAppLogsRequest>,
+    ) -> Result<Response<Self::ReadAppLogsStream>, Status> {
+        let req = request.into_inner();
+        let follow = if req.follow { Follow::Yes } else { Follow::No };
+        let rx = self.apps()?.logs(&req.app_name, follow).await?;
+        let stream = ReceiverStream::new(rx).map(|r| r.map(|data| ours::ReadAppLogsResponse { data: data.to_vec() }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_app_details(
+        &self,
+        _request: Request<ours::ListAppDetailsRequest>,
+    ) -> Result<Response<ours::ListAppDetailsResponse>, Status> {
+        let apps = self
+            .list()
+            .await?
+            .into_iter()
+            .map(|a| ours::AppDetails { restart_policy: a.restart.label(), image: a.image, app_name: a.name })
+            .collect();
+        Ok(Response::new(ours::ListAppDetailsResponse { apps }))
     }
 }
 

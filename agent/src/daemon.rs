@@ -456,11 +456,14 @@ impl Daemon {
             use wendy_proto::agent::wendy_container_service_server::WendyContainerServiceServer as AppsV1;
             use wendy_proto::agent_v2::wendy_container_service_server::WendyContainerServiceServer as AppsV2;
             health_reporter.set_serving::<AppsV1<ContainerService>>().await;
+            use wendy_proto::agent_admin::app_service_server::AppServiceServer as OurApps;
             health_reporter.set_serving::<AppsV2<ContainerService>>().await;
+            health_reporter.set_serving::<OurApps<ContainerService>>().await;
             let apps = ContainerService::new(self.apps.clone());
             router
                 .add_service(wendy_proto::limited!(AppsV1::new(apps.clone())))
-                .add_service(wendy_proto::limited!(AppsV2::new(apps)))
+                .add_service(wendy_proto::limited!(AppsV2::new(apps.clone())))
+                .add_service(wendy_proto::limited!(OurApps::new(apps)))
         };
         let port = self.config.mtls_port();
         let join = tokio::spawn(async move {

@@ -21,6 +21,9 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the apps on a device, read their output, stop and remove them.
+    #[command(subcommand)]
+    Apps(AppsCommand),
     /// Manage the CLI's own user certificate.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -128,6 +131,62 @@ pub enum OsCommand {
     Update(OsUpdateArgs),
     /// Show the booted slot, both slots and the last update.
     Status(DeviceReadArgs),
+}
+
+/// `wendy apps ...`
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// List the apps: name, version, state, restart policy, failures.
+    List(DeviceReadArgs),
+    /// Print an app's output so far (stdout and stderr); `--follow` keeps
+    /// printing new output until Ctrl-C.
+    Logs(AppsLogsArgs),
+    /// Stop an app; it stays stopped whatever its restart policy (Member).
+    Stop(AppArgs),
+    /// Remove an app and, unless `--keep-image`, its image (Member).
+    Rm(AppsRmArgs),
+}
+
+/// `wendy apps logs`.
+#[derive(Debug, Args)]
+pub struct AppsLogsArgs {
+    /// The app's name (`wendy apps list`).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Keep printing new output until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// A command on one app.
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// The app's name (`wendy apps list`).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `wendy apps rm`.
+#[derive(Debug, Args)]
+pub struct AppsRmArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Keep the app's image in the device's store.
+    #[arg(long)]
+    pub keep_image: bool,
+    /// Also delete the app's `persist` volumes (unless another app uses them).
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 /// `wendy os update`.
@@ -272,6 +331,21 @@ mod tests {
         assert!(a.json.json);
         assert_eq!(a.device.device.as_deref(), Some("10.0.0.1:7"));
         assert_eq!(a.device.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn apps_commands_parse() {
+        let cli = parse(&["apps", "rm", "hello", "--keep-image", "--volumes", "--device", "h:1", "--json"]).unwrap();
+        let Command::Apps(AppsCommand::Rm(a)) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.app.app, "hello");
+        assert!(a.keep_image && a.volumes && a.app.json.json);
+        assert_eq!(a.app.device.device.as_deref(), Some("h:1"));
+        let cli = parse(&["apps", "logs", "hello", "-f"]).unwrap();
+        let Command::Apps(AppsCommand::Logs(a)) = cli.command else { panic!("wrong command") };
+        assert!(a.follow);
+        assert!(parse(&["apps", "list", "--json"]).is_ok());
+        assert_eq!(parse(&["apps", "stop"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["apps", "logs", "x", "--json"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -199,6 +199,25 @@ pub(crate) async fn connect_mtls_only(store: &Store, target: &Target) -> Result<
     Ok(Connection { channel, mode: Mode::Mtls, addr, login: Some(login) })
 }
 
+/// Connects over mTLS only ([`connect_mtls_only`]) for calls that
+/// `served` names, which only a provisioned device serves; when mTLS fails
+/// and the plaintext port answers, says the device is not provisioned.
+pub(crate) async fn connect_provisioned(store: &Store, target: &Target, served: &str) -> Result<Connection, CliError> {
+    let mtls_error = match connect_mtls_only(store, target).await {
+        Ok(conn) => return Ok(conn),
+        Err(e) => e,
+    };
+    // Say why: an unprovisioned device answers on plaintext only.
+    match connect(store, target).await {
+        Ok(conn) if conn.mode == Mode::Plaintext => Err(CliError::Remote {
+            context: format!("device at {}", conn.addr),
+            message: format!("it is not provisioned; {served} are served only over mTLS"),
+            hint: Some("provision it first with `wendy device provision`".into()),
+        }),
+        _ => Err(mtls_error),
+    }
+}
+
 /// Connects to the device the way its state requires: mTLS if it says (or
 /// we remember) it is provisioned, plaintext otherwise, and the other way
 /// if the expected port is closed.

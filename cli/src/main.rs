@@ -2,12 +2,14 @@
 //!
 //! Logs in against a local pki-core (`wendy auth`), finds devices on mDNS
 //! (`wendy discover`), provisions them and talks to them over
-//! post-quantum mTLS (`wendy device`), and updates their OS (`wendy os`). Exit codes are in [`error::Exit`]
+//! post-quantum mTLS (`wendy device`), updates their OS (`wendy os`) and
+//! manages their apps (`wendy apps`). Exit codes are in [`error::Exit`]
 //! and `cli/README.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod addr;
+mod apps;
 mod auth;
 mod cli;
 mod cloud;
@@ -22,7 +24,7 @@ use std::io::Write;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{AuthCommand, Cli, Command, DeviceCommand, OsCommand};
+use crate::cli::{AppsCommand, AuthCommand, Cli, Command, DeviceCommand, OsCommand};
 use crate::config::Store;
 use crate::error::{CliError, Exit};
 
@@ -109,6 +111,32 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
                 DeviceCommand::Reboot(a) => {
                     let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
                     emit(a.json.json, &os::reboot(&store, &target).await?)?;
+                }
+            }
+        }
+        Command::Apps(cmd) => {
+            let store = store()?;
+            match cmd {
+                AppsCommand::List(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    emit(a.json.json, &apps::list(&store, &target).await?)?;
+                }
+                AppsCommand::Logs(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    apps::logs(&store, &target, &a.app, a.follow).await?;
+                }
+                AppsCommand::Stop(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    emit(a.json.json, &apps::stop(&store, &target, &a.app, !a.json.json).await?)?;
+                }
+                AppsCommand::Rm(a) => {
+                    let target = device::resolve(&store, a.app.device.device.as_deref(), a.app.device.timeout).await?;
+                    let opts = apps::RemoveOptions {
+                        keep_image: a.keep_image,
+                        volumes: a.volumes,
+                        progress: !a.app.json.json,
+                    };
+                    emit(a.app.json.json, &apps::remove(&store, &target, &a.app.app, opts).await?)?;
                 }
             }
         }

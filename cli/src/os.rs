@@ -26,7 +26,7 @@ use wendy_proto::agent_v2::wendy_os_update_service_client::WendyOsUpdateServiceC
 use wendy_proto::agent_v2::UpdateOsRequest;
 
 use crate::config::Store;
-use crate::device::{self, Connection, Mode, Target};
+use crate::device::{self, Connection, Target};
 use crate::error::{sanitize, CliError};
 
 /// Bytes per upload message (well under the gRPC message cap).
@@ -122,19 +122,7 @@ fn or_dash(s: &str) -> &str {
 
 /// An mTLS connection, or a clear error for an unprovisioned device.
 async fn connect(store: &Store, target: &Target) -> Result<Connection, CliError> {
-    let mtls_error = match device::connect_mtls_only(store, target).await {
-        Ok(conn) => return Ok(conn),
-        Err(e) => e,
-    };
-    // Say why: an unprovisioned device answers on plaintext only.
-    match device::connect(store, target).await {
-        Ok(conn) if conn.mode == Mode::Plaintext => Err(CliError::Remote {
-            context: format!("device at {}", conn.addr),
-            message: "it is not provisioned; OS updates, status and reboots are served only over mTLS".into(),
-            hint: Some("provision it first with `wendy device provision`".into()),
-        }),
-        _ => Err(mtls_error),
-    }
+    device::connect_provisioned(store, target, "OS updates, status and reboots").await
 }
 
 fn client(conn: &Connection) -> OsUpdateServiceClient<Channel> {

@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/wendy/agent/services/v2/container_service.proto",
     "proto/wendyos/agent/v1/device_admin.proto",
     "proto/wendyos/agent/v1/os_update.proto",
+    "proto/wendyos/agent/v1/apps.proto",
     "proto/wendycloud/v1/certificate_service.proto",
     "proto/wendyos/pkicore/v1/admin.proto",
 ];

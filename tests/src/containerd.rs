@@ -4,7 +4,8 @@
 //! through the registry's `ContainerdStore`: no network pull.
 //!
 //! The one fixture for every test that needs containerd
-//! (`containerd_registry`, `containerd_runtime`, `apps_service`). Those
+//! (`containerd_registry`, `containerd_runtime`, `apps_service`,
+//! `cli_apps`; the last two through [`crate::apps`]). Those
 //! tests share runc's state directory and the `wendy` cgroup, so nextest
 //! runs them one at a time (test group `containerd` in
 //! `.config/nextest.toml`).

@@ -33,6 +33,10 @@ pub struct UserCert {
     pub credentials: Credentials,
     /// Serial (hex), to revoke it.
     pub serial_hex: String,
+    /// The private key, PEM (for a CLI config directory).
+    pub key_pem: String,
+    /// The certificate, PEM.
+    pub cert_pem: String,
 }
 
 /// A certificate authority for tests, with helpers to mint credentials.
@@ -53,7 +57,7 @@ impl TestCa {
         let issued = self.ca.issue(&profile, &key.public_key_der(), start, validity).expect("issue");
         let credentials =
             Credentials::from_pems(&key.to_pem(), &issued.pem, &self.ca.certificate_pem()).expect("credentials");
-        UserCert { credentials, serial_hex: issued.serial_hex }
+        UserCert { credentials, serial_hex: issued.serial_hex, key_pem: key.to_pem().to_string(), cert_pem: issued.pem }
     }
 
     /// A user certificate with `role`, valid now for a day.

@@ -8,6 +8,8 @@
 //!   `avahi-browse`;
 //! - [`notify`]: a `NOTIFY_SOCKET` receiver (real sd_notify);
 //! - [`containerd`]: a private `containerd` and a busybox image in it;
+//! - [`apps`]: an agent provisioned on loopback over that containerd, with
+//!   a Member and a Viewer identity (the app tests' shared setup);
 //! - [`fake_pki`]: an in-process `CertificateService`/`CrlService` with its
 //!   own CA, for tests that need no real pki-core;
 //! - [`pkicore`]: the real `pkicore serve all --dev` and calls to it;
@@ -17,6 +19,7 @@
 //! - [`pyclient`]: the published-protocol Python client (`tests/compat`).
 
 pub mod agent;
+pub mod apps;
 pub mod avahi;
 pub mod bins;
 pub mod containerd;

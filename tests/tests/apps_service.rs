@@ -1,10 +1,11 @@
 //! Issue 14: the published container service (v1 and v2) on a real agent,
 //! over mTLS, against a real containerd and runc.
 //!
-//! The test starts its own containerd ([`wendy_tests::containerd`]), puts a
-//! busybox image into its store (no pull), provisions an agent on loopback
-//! in its own network namespace against the in-process fake pki-core, and
-//! points the agent at the containerd (`WENDY_CONTAINERD_SOCKET`). Then:
+//! The shared setup ([`wendy_tests::apps::AppsLab`]) starts its own
+//! containerd, puts a busybox image into its store (no pull), provisions an
+//! agent on loopback in its own network namespace against the in-process
+//! fake pki-core, and points the agent at the containerd
+//! (`WENDY_CONTAINERD_SOCKET`). Then:
 //! 1. `GetAgentVersion.featureset` gains `containers` once the agent has
 //!    reached containerd;
 //! 2. a Viewer may `ListContainers` but its `CreateContainer` is
@@ -36,31 +37,22 @@
 //! containerd fixture names; prints `SKIP` and passes without them (fails
 //! under `WENDY_TEST_STRICT=1`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use tonic::Code;
-use wendy_agent::containers::containerd::ContainerdStore;
-use wendy_identity::role::Role;
 use wendy_proto::agent::wendy_container_service_client::WendyContainerServiceClient;
 use wendy_proto::agent::{
     create_container_progress_response::ResponseType as ProgressType, run_container_layers_response::ResponseType,
-    AttachContainerRequest, CreateContainerRequest, DeleteContainerRequest, GetAgentVersionRequest,
-    ListContainerStatsRequest, ListContainersRequest, ListVolumesRequest, RemoveVolumeRequest, StartContainerRequest,
-    StopContainerRequest,
+    AttachContainerRequest, CreateContainerRequest, DeleteContainerRequest, ListContainerStatsRequest,
+    ListContainersRequest, ListVolumesRequest, RemoveVolumeRequest, StartContainerRequest, StopContainerRequest,
 };
 use wendy_proto::agent_shared::{AppContainer, AppRunningState, RestartPolicy, RestartPolicyMode};
 use wendy_proto::agent_v2::wendy_container_service_client::WendyContainerServiceClient as V2Client;
-use wendy_tests::agent::{agent_client, provisioning_client, AgentFixture};
-use wendy_tests::containerd::{import_busybox, Containerd};
-use wendy_tests::fake_pki::FakePki;
-use wendy_tests::netns::Netns;
+use wendy_tests::agent::AgentFixture;
+use wendy_tests::apps::{AppsLab, IMAGE, STEP};
 
 const TEST: &str = "apps_service";
-const IMAGE: &str = "wendy/busybox:v1";
-/// The bound on every wait.
-const STEP: Duration = Duration::from_secs(60);
 
 fn client(ch: &Channel) -> WendyContainerServiceClient<Channel> {
     WendyContainerServiceClient::new(ch.clone())
@@ -138,46 +130,18 @@ async fn start_and_collect(ch: &Channel, name: &str, agent: &AgentFixture) -> (b
     (started, out)
 }
 
-/// Waits until `GetAgentVersion.featureset` lists `containers`.
-async fn wait_for_containers(agent: &AgentFixture, ch: &Channel) {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let v = agent_client(ch.clone()).get_agent_version(GetAgentVersionRequest {}).await.unwrap().into_inner();
-        if v.featureset.iter().any(|f| f == "containers") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no `containers` in {:?}; log:\n{}", v.featureset, agent.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_service_over_mtls_on_real_containerd() {
     wendy_tests::init();
-    let Some(ctrd) = Containerd::start(TEST) else {
+    let Some(mut lab) = AppsLab::start(TEST).await else {
         return;
     };
-    let store = ContainerdStore::connect(&ctrd.socket).await.expect("connect to containerd");
-    import_busybox(&store, &ctrd.dir.path().join("image"), "wendy/busybox", "v1").await;
+    let member = lab.member_channel().await;
+    let mut viewer = lab.viewer_channel().await;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let ns = Arc::new(Netns::new());
-    let pki = FakePki::start(ns.bind("127.0.0.1:0".parse().unwrap()), time::Duration::hours(1));
-    pki.add_token("tok-apps");
-    let mut agent = AgentFixture::new(tmp.path(), ns.clone());
-    let socket = ctrd.socket.display().to_string();
-    agent.env.push(("WENDY_CONTAINERD_SOCKET".into(), socket));
-    agent.start(&[]);
-    let plain = agent.plaintext().await.unwrap();
-    provisioning_client(plain).start_provisioning(pki.provisioning_request("tok-apps", 3)).await.expect("provision");
-    let ca = pki.ca().ca.certificate_pem();
-    let member_creds = pki.ca().user(Role::Member).credentials;
-    let viewer_creds = pki.ca().user(Role::Viewer).credentials;
-    let member = agent.mtls(&member_creds, &ca).await.unwrap();
-    let mut viewer = agent.mtls(&viewer_creds, &ca).await.unwrap();
-
-    // 1. featureset says `containers` once containerd is reached.
-    wait_for_containers(&agent, &viewer).await;
+    // 1. featureset says `containers` once containerd is reached
+    // (`AppsLab::start` waited for it).
+    lab.wait_for_containers(&viewer).await;
 
     // 2. Viewer lists, may not create.
     assert!(list(&viewer).await.is_empty());
@@ -214,9 +178,9 @@ async fn container_service_over_mtls_on_real_containerd() {
     client(&member).create_container(hello).await.expect("CreateContainer");
     let app = find(&member, "hello").await.expect("listed after create");
     assert_eq!((app.app_version.as_str(), running(&app)), ("1.0.0", false), "{app:?}");
-    let (started, out) = start_and_collect(&member, "hello", &agent).await;
+    let (started, out) = start_and_collect(&member, "hello", &lab.agent).await;
     assert!(started, "no Started message");
-    assert!(out.contains("hello from the app\n"), "output: {out:?}\nlog:\n{}", agent.log_text());
+    assert!(out.contains("hello from the app\n"), "output: {out:?}\nlog:\n{}", lab.agent.log_text());
     let app = wait_for(&viewer, "hello", "stopped", |a| !running(a)).await;
     assert_eq!(app.failure_count, 0);
     let v2 = V2Client::new(viewer.clone())
@@ -261,7 +225,7 @@ async fn container_service_over_mtls_on_real_containerd() {
             let req = StartContainerRequest { app_name: name.into(), restart_policy: None };
             let mut stream = match client(&member).start_container(req).await {
                 Ok(s) => s.into_inner(),
-                Err(e) => panic!("StartContainer {name}: {e:?}\nagent log:\n{}", agent.log_text()),
+                Err(e) => panic!("StartContainer {name}: {e:?}\nagent log:\n{}", lab.agent.log_text()),
             };
             let first = stream.message().await.expect("stream").expect("a message");
             assert!(matches!(first.response_type, Some(ResponseType::Started(_))), "{first:?}");
@@ -269,7 +233,7 @@ async fn container_service_over_mtls_on_real_containerd() {
         wait_for(&member, name, "running", running).await;
     }
     for name in ["flaky", "steady", "once"] {
-        assert!(ctrd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", name]), "ctr tasks kill {name}");
+        assert!(lab.ctrd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", name]), "ctr tasks kill {name}");
     }
     for name in ["flaky", "steady"] {
         let app =
@@ -305,7 +269,7 @@ async fn container_service_over_mtls_on_real_containerd() {
         last = msg.response_type;
     }
     assert!(matches!(last, Some(ProgressType::Completed(_))), "{last:?}");
-    let (_, out) = start_and_collect(&member, "keeper", &agent).await;
+    let (_, out) = start_and_collect(&member, "keeper", &lab.agent).await;
     assert!(out.contains("wrote\n"), "{out:?}");
     let volumes = client(&viewer).list_volumes(ListVolumesRequest {}).await.expect("ListVolumes").into_inner().volumes;
     let store_volume = volumes.iter().find(|v| v.name == "store").unwrap_or_else(|| panic!("{volumes:?}"));
@@ -336,17 +300,17 @@ async fn container_service_over_mtls_on_real_containerd() {
     assert!(volumes.is_empty(), "delete_volumes removes the app's volume: {volumes:?}");
 
     // 7. Agent restart after a "reboot" of the app: started again.
-    agent.kill();
-    assert!(ctrd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", "steady"]));
+    lab.agent.kill();
+    assert!(lab.ctrd.ctr_ok(&["tasks", "kill", "-a", "-s", "SIGKILL", "steady"]));
     let deadline = Instant::now() + STEP;
-    while !ctrd.ctr_ok(&["tasks", "delete", "steady"]) {
+    while !lab.ctrd.ctr_ok(&["tasks", "delete", "steady"]) {
         assert!(Instant::now() < deadline, "ctr tasks delete steady");
         std::thread::sleep(Duration::from_millis(100));
     }
-    agent.start(&[]);
-    let member = agent.mtls(&member_creds, &ca).await.unwrap();
-    viewer = agent.mtls(&viewer_creds, &ca).await.unwrap();
-    wait_for_containers(&agent, &member).await;
+    lab.agent.start(&[]);
+    let member = lab.member_channel().await;
+    viewer = lab.viewer_channel().await;
+    lab.wait_for_containers(&member).await;
     let app = wait_for(&member, "steady", "started at agent start", running).await;
     assert_eq!(app.failure_count, 1, "a start at agent start is not a failure: {app:?}");
 
@@ -367,7 +331,7 @@ async fn container_service_over_mtls_on_real_containerd() {
         client(&member).delete_container(req).await.unwrap_or_else(|e| panic!("DeleteContainer {name}: {e:?}"));
     }
     assert!(list(&viewer).await.is_empty());
-    assert!(ctrd.ctr_rows(&["containers", "ls"]).is_empty());
-    assert!(ctrd.ctr_rows(&["images", "ls"]).is_empty(), "delete_image removes the last app's image");
-    assert!(agent.is_running(), "agent died; log:\n{}", agent.log_text());
+    assert!(lab.ctrd.ctr_rows(&["containers", "ls"]).is_empty());
+    assert!(lab.ctrd.ctr_rows(&["images", "ls"]).is_empty(), "delete_image removes the last app's image");
+    assert!(lab.agent.is_running(), "agent died; log:\n{}", lab.agent.log_text());
 }

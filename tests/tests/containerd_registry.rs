@@ -8,6 +8,10 @@
 //!   chunked upload, the manifest under a tag) is pushed; containerd's own
 //!   client (`ctr`, namespace `wendy`) then sees the image `<repo>:<tag>`
 //!   pointing at the manifest and reads back every blob;
+//! - each committed blob is held by a lease labelled `sh.wendy.upload=<digest>`
+//!   (`ctr leases ls`) until the manifest that references it is stored;
+//!   then those leases are gone (the image roots the blobs), while a blob
+//!   pushed without a manifest keeps its lease;
 //! - the image is pulled back through the handler (manifest by tag and by
 //!   digest, blobs, tags);
 //! - a blob whose bytes do not match its digest is refused and leaves no
@@ -27,7 +31,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use wendy_agent::containers::containerd::ContainerdStore;
+use wendy_agent::containers::containerd::{ContainerdStore, LABEL_UPLOAD};
 use wendy_agent::registry::digest::Digest;
 use wendy_agent::registry::manifests::OCI_MANIFEST;
 use wendy_agent::registry::names::RepoName;
@@ -57,7 +61,6 @@ impl SpaceCheck for Unlimited {
     }
 }
 
-/// `name` on `PATH`.
 /// A tar.gz holding one file, `hello.txt`.
 fn layer(dir: &Path) -> Vec<u8> {
     let src = dir.join("layer-src");
@@ -142,6 +145,13 @@ async fn push_chunked(reg: &Reg, data: &[u8], digest: &Digest, piece: usize) -> 
     call(reg, "PUT", &uri, &headers, last).await
 }
 
+/// How many of containerd's leases are labelled [`LABEL_UPLOAD`]`=digest`.
+fn upload_leases(ctrd: &Containerd, digest: &Digest) -> usize {
+    let label = format!("{LABEL_UPLOAD}={digest}");
+    let leases = ctrd.ctr_text(&["leases", "ls"]);
+    leases.lines().filter(|l| l.split_whitespace().any(|w| w.split(',').any(|kv| kv == label))).count()
+}
+
 fn manifest(config: (&Digest, usize), layers: &[(&Digest, usize)]) -> Vec<u8> {
     serde_json::json!({
         "schemaVersion": 2,
@@ -185,12 +195,29 @@ async fn registry_pushes_into_and_pulls_from_real_containerd() {
     // Pushing what exists is success (containerd: AlreadyExists).
     let r = push_monolithic(&reg, &config, &config_digest).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // Until a manifest roots them, the blobs are held by leases labelled
+    // with their digests (the config's two uploads each have one).
+    assert_eq!(upload_leases(&ctrd, &config_digest), 2, "{}", ctrd.ctr_text(&["leases", "ls"]));
+    assert_eq!(upload_leases(&ctrd, &layer_digest), 1, "{}", ctrd.ctr_text(&["leases", "ls"]));
+    // A blob no manifest references.
+    let loose = b"a blob no manifest references".to_vec();
+    let loose_digest = Digest::of(&loose);
+    let r = push_monolithic(&reg, &loose, &loose_digest).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 
     let m = manifest((&config_digest, config.len()), &[(&layer_digest, layer.len())]);
     let m_digest = Digest::of(&m);
     let r = call(&reg, "PUT", &format!("/v2/{REPO}/manifests/{TAG}"), &[("content-type", OCI_MANIFEST)], &m).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.header("docker-content-digest"), m_digest.as_str());
+    // The image roots the config and the layer now: their leases are
+    // released; the loose blob keeps its own (it expires by itself).
+    let leases = ctrd.ctr_text(&["leases", "ls"]);
+    assert_eq!(upload_leases(&ctrd, &config_digest), 0, "{leases}");
+    assert_eq!(upload_leases(&ctrd, &layer_digest), 0, "{leases}");
+    assert_eq!(upload_leases(&ctrd, &loose_digest), 1, "{leases}");
+    assert_eq!(ctrd.ctr_rows(&["leases", "ls"]).len(), 1, "only the loose blob's lease is left: {leases}");
+    assert_eq!(ctrd.ctr(&["content", "get", loose_digest.as_str()]), loose);
 
     // containerd's own view: the image, its target, the bytes, the labels.
     let images = ctrd.ctr_text(&["images", "ls"]);

@@ -27,8 +27,10 @@
 //! 5. stop and delete: `stop` ends an app that ignores `SIGTERM` (busybox
 //!    `sleep` as pid 1) with `SIGKILL` after the timeout (137), and one that
 //!    traps it within the timeout (0); deleting every app and its image
-//!    leaves no container, task, snapshot, image or log file (checked with
-//!    containerd's own `ctr`).
+//!    leaves no container, task, snapshot, image, content, lease or log
+//!    file (checked with containerd's own `ctr`), although the image was
+//!    pushed with the registry's default 24 h upload leases: storing a
+//!    manifest releases its blobs' leases.
 //!
 //! Needs root and `containerd`, `containerd-shim-runc-v2`, `runc`, `ctr`,
 //! `busybox` (static), `tar`, `gzip` and `ip`; without them it prints
@@ -156,11 +158,10 @@ async fn apps_run_sandboxed_on_real_containerd() {
     let started = Instant::now();
     let store = ContainerdStore::connect(&ctrd.socket).await.expect("connect to containerd");
     let dir = ctrd.dir.path().to_owned();
-    // The registry keeps each pushed blob under a lease until a manifest
-    // roots it (24 h by default); a short one lets the final check see
-    // containerd collect everything once the image is deleted.
-    let pusher = store.clone().with_upload_lease(Duration::from_secs(1));
-    import_image(&pusher, &dir.join("image")).await;
+    // With the default upload lease (24 h): storing the manifests releases
+    // their blobs' leases, so deleting the images frees everything.
+    import_image(&store, &dir.join("image")).await;
+    assert_eq!(ctrd.ctr_rows(&["leases", "ls"]), Vec::<String>::new(), "the images root every pushed blob");
     let volumes = dir.join("volumes");
     let logs = dir.join("logs");
     let rt =
@@ -293,6 +294,8 @@ async fn apps_run_sandboxed_on_real_containerd() {
     assert_eq!(ctrd.ctr_rows(&["tasks", "ls"]), Vec::<String>::new());
     assert_eq!(ctrd.ctr_rows(&["images", "ls", "-q"]), Vec::<String>::new());
     assert_eq!(ctrd.ctr_rows(&["snapshots", "ls"]), Vec::<String>::new());
+    assert_eq!(ctrd.ctr_rows(&["content", "ls"]), Vec::<String>::new());
+    assert_eq!(ctrd.ctr_rows(&["leases", "ls"]), Vec::<String>::new());
     let left: Vec<_> = std::fs::read_dir(&logs).expect("log dir").collect();
     assert!(left.is_empty(), "log files left: {left:?}");
     assert!(volumes.join("data/note").exists(), "persist volumes are kept");

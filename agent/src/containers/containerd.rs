@@ -15,24 +15,38 @@
 //! | [`ContentStore::reader`]       | `Content/Info` (size), then the `Content/Read` stream |
 //! | [`ContentStore::writer`]       | `Leases/Create` (the upload's lease), then a `Content/Write` stream opened with `STAT{ref, total}` under that lease |
 //! | [`BlobWriter::write`]          | `WRITE{offset, data}` on the open stream, in pieces of at most [`WRITE_CHUNK`] bytes; each answer's `offset` is the new committed offset |
-//! | [`BlobWriter::commit`]         | `STAT` (containerd's size and digest of the bytes so far; a mismatch aborts and is [`StoreError::SizeMismatch`]/[`StoreError::DigestMismatch`]), then `COMMIT{offset, total, expected}`; `AlreadyExists` is success (the existing blob is added to the lease). Any failure: `Content/Abort(ref)` and `Leases/Delete` |
+//! | [`BlobWriter::commit`]         | `STAT` (containerd's size and digest of the bytes so far; a mismatch aborts and is [`StoreError::SizeMismatch`]/[`StoreError::DigestMismatch`]), then `COMMIT{offset, total, expected}`; `AlreadyExists` is success (the existing blob is added to the lease). Then the blob's lease: `Leases/Create` labelled [`LABEL_UPLOAD`]`=<digest>`, `Leases/AddResource` of the blob, `Leases/Delete` of the upload's lease. Any failure before that: `Content/Abort(ref)` and `Leases/Delete` |
 //! | [`BlobWriter::abort`]          | the stream closed, `Content/Abort(ref)`, `Leases/Delete` |
-//! | [`ContentStore::put_manifest`] | `Leases/Create`, `Leases/AddResource` for every blob and child it references, the bytes written as content with `containerd.io/gc.ref.content.{config,l.<i>,m.<i>}` labels (`Content/Update` of those labels if it already existed), `Images/Create` (on `AlreadyExists`: `Images/Update`) of `<repo>:<tag>`, or `<repo>@<digest>` when pushed by digest, then `Leases/Delete` |
+//! | [`ContentStore::put_manifest`] | `Leases/Create`, `Leases/AddResource` for every blob and child it references, the bytes written as content with `containerd.io/gc.ref.content.{config,l.<i>,m.<i>}` labels (`Content/Update` of those labels if it already existed), `Images/Create` (on `AlreadyExists`: `Images/Update`) of `<repo>:<tag>`, or `<repo>@<digest>` when pushed by digest; once the image exists, `Leases/List labels."sh.wendy.upload"=="<digest>"` for every referenced digest and `Leases/Delete` of each lease found; then `Leases/Delete` of the push's lease |
 //! | [`ContentStore::get_manifest`] | a tag: `Images/Get <repo>:<tag>` → target → `Content/Read`; a digest: `Images/List name~="^<repo>[:@]"`, the image whose target is that digest → `Content/Read` |
 //! | [`ContentStore::tags`]         | `Images/List name~="^<repo>:"`, the part after the `:` |
 //!
 //! Leases: containerd's garbage collector removes content that nothing
 //! roots. A blob is rooted by an image only once a manifest that references
 //! it is pushed, which may be long after its upload, so each upload holds
-//! its own lease:
-//! - created when the upload opens, labelled `containerd.io/gc.expire` at
-//!   open + [`DEFAULT_UPLOAD_LEASE`] (24 h, [`ContainerdStore::with_upload_lease`]);
-//! - deleted at once when the upload is aborted or its commit fails;
-//! - kept after a successful commit until it expires, so the blob survives
-//!   until the manifest comes (a client pushes every blob, then the
-//!   manifest); a blob no manifest ever references is collected after
-//!   that. It also bounds what a crash leaves behind: containerd drops an
-//!   expired lease by itself.
+//! its own lease, labelled `containerd.io/gc.expire` at
+//! [`DEFAULT_UPLOAD_LEASE`] (24 h, [`ContainerdStore::with_upload_lease`])
+//! from its creation:
+//! - the upload's lease is created when the upload opens (it holds the
+//!   partial bytes) and deleted at once when the upload is aborted or its
+//!   commit fails;
+//! - after a successful commit the blob moves to a lease of its own,
+//!   labelled [`LABEL_UPLOAD`]`=<digest>` (a lease cannot be relabelled,
+//!   and a chunked upload learns its digest only at the end), and the
+//!   upload's lease is deleted. Should that fail, the upload's lease keeps
+//!   the blob instead (logged; it only means the blob is not released
+//!   early). The same blob uploaded twice, even at once, gets two such
+//!   leases;
+//! - once a manifest that references the blob is stored and its image
+//!   exists ([`ContentStore::put_manifest`]), every lease labelled with
+//!   the digest of its config, a layer or a child is deleted, so the image
+//!   alone roots the blob and deleting the image frees it. A failure there
+//!   is logged, not returned: the push succeeded and the lease expires
+//!   anyway. A lease taken by an upload that commits while the manifest
+//!   is being stored may survive it, until it expires;
+//! - a blob no manifest ever references is collected once its lease
+//!   expires. The expiry also bounds what a crash leaves behind:
+//!   containerd drops an expired lease by itself.
 //!
 //! A manifest push runs under a second, short lease ([`MANIFEST_LEASE`],
 //! deleted as soon as the image exists): it holds the manifest bytes and
@@ -50,8 +64,8 @@ use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
     AbortRequest, AddResourceRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
     DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, Info, InfoRequest, ListImagesRequest,
-    ReadContentRequest, Resource, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
-    WriteContentResponse,
+    ListRequest as ListLeasesRequest, ReadContentRequest, Resource, UpdateImageRequest, UpdateRequest, WriteAction,
+    WriteContentRequest, WriteContentResponse,
 };
 use containerd_client::types::Descriptor;
 use futures::TryStreamExt;
@@ -83,6 +97,10 @@ pub const LEASE_HEADER: &str = "containerd-lease";
 
 /// How long an upload's lease protects its blob (see the module docs).
 pub const DEFAULT_UPLOAD_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The label of a committed blob's lease: the blob's digest, by which a
+/// manifest push finds the leases to release (see the module docs).
+pub const LABEL_UPLOAD: &str = "sh.wendy.upload";
 
 /// The expiry of a manifest push's lease, a backstop should the agent die
 /// before deleting it.
@@ -290,10 +308,14 @@ impl ContainerdStore {
         LeasesClient::new(self.channel.clone())
     }
 
-    /// Creates a lease that expires after `ttl`; returns its id.
-    async fn create_lease(&self, ttl: Duration) -> Result<String, ContainerdError> {
+    /// Creates a lease that expires after `ttl`, labelled [`LABEL_UPLOAD`]
+    /// `= blob` if given; returns its id.
+    async fn create_lease(&self, ttl: Duration, blob: Option<&Digest>) -> Result<String, ContainerdError> {
         const CALL: &str = "Leases/Create";
-        let labels = HashMap::from([(GC_EXPIRE.to_owned(), expiry(ttl))]);
+        let mut labels = HashMap::from([(GC_EXPIRE.to_owned(), expiry(ttl))]);
+        if let Some(blob) = blob {
+            labels.insert(LABEL_UPLOAD.to_owned(), blob.to_string());
+        }
         let req = self.request(CreateLeaseRequest { id: String::new(), labels }, None)?;
         let lease = self.leases().create(req).await.map_err(ContainerdError::call(CALL))?.into_inner().lease;
         match lease {
@@ -314,6 +336,49 @@ impl ContainerdStore {
     async fn release_lease(&self, id: &str) {
         if let Err(e) = self.delete_lease(id).await {
             tracing::warn!(lease = id, error = %e, "containerd: deleting a lease");
+        }
+    }
+
+    /// Moves committed blob `digest` from the upload's lease `upload`
+    /// to a new lease labelled with its digest; on failure the upload's
+    /// lease keeps it (logged).
+    async fn label_blob(&self, upload: &str, digest: &Digest) {
+        let labelled = async {
+            let id = self.create_lease(self.upload_lease, Some(digest)).await?;
+            if let Err(e) = self.lease_content(&id, digest.as_str()).await {
+                self.release_lease(&id).await;
+                return Err(e);
+            }
+            Ok::<_, ContainerdError>(())
+        };
+        match labelled.await {
+            Ok(()) => self.release_lease(upload).await,
+            Err(e) => tracing::warn!(
+                lease = upload, %digest, error = %e,
+                "containerd: labelling a blob's lease; the upload's lease keeps it until it expires"
+            ),
+        }
+    }
+
+    /// Deletes every lease labelled [`LABEL_UPLOAD`] with one of `digests`,
+    /// logging failures: the blobs' image roots them now.
+    async fn release_blobs(&self, digests: &[String]) {
+        if digests.is_empty() {
+            return;
+        }
+        // Filters are alternatives: a lease matching any of them is listed.
+        let filters = digests.iter().map(|d| format!("labels.\"{LABEL_UPLOAD}\"==\"{d}\"")).collect();
+        let listed = match self.request(ListLeasesRequest { filters }, None) {
+            Ok(req) => self.leases().list(req).await.map_err(ContainerdError::call("Leases/List")),
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(resp) => {
+                for lease in resp.into_inner().leases {
+                    self.release_lease(&lease.id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "containerd: listing the leases of a manifest's blobs"),
         }
     }
 
@@ -465,10 +530,11 @@ impl ContainerdStore {
         repo: &RepoName,
         tag: Option<&Tag>,
         manifest: &StoredManifest,
-    ) -> Result<(), ContainerdError> {
+    ) -> Result<Vec<String>, ContainerdError> {
         let labels = gc_labels(manifest)?;
-        for referenced in labels.values() {
-            self.lease_content(lease, referenced).await?;
+        let referenced: Vec<String> = labels.values().cloned().collect();
+        for digest in &referenced {
+            self.lease_content(lease, digest).await?;
         }
         self.put_content(lease, &manifest.digest, &manifest.bytes, labels).await?;
         let name = match tag {
@@ -481,7 +547,8 @@ impl ContainerdStore {
             size: to_i64("Images/Create", manifest.bytes.len() as u64)?,
             annotations: HashMap::new(),
         };
-        self.set_image(name, target).await
+        self.set_image(name, target).await?;
+        Ok(referenced)
     }
 }
 
@@ -730,8 +797,9 @@ impl BlobWriter for ContainerdWriter {
         match result {
             Ok(()) => {
                 self.close_stream().await;
-                // The lease stays until it expires: the blob must outlive
-                // the wait for its manifest.
+                // The blob must outlive the wait for its manifest: it moves
+                // to a lease the manifest push can find by its digest.
+                self.store.label_blob(&self.lease, expected).await;
                 Ok(())
             }
             Err(e) => {
@@ -770,7 +838,7 @@ impl ContentStore for ContainerdStore {
 
     async fn writer(&self, upload_ref: &str, total: Option<u64>) -> Result<ContainerdWriter, StoreError> {
         let total = to_i64(WriteStream::CALL, total.unwrap_or(0))?;
-        let lease = self.create_lease(self.upload_lease).await?;
+        let lease = self.create_lease(self.upload_lease, None).await?;
         let mut writer = ContainerdWriter {
             store: self.clone(),
             upload_ref: upload_ref.to_owned(),
@@ -792,11 +860,14 @@ impl ContentStore for ContainerdStore {
         tag: Option<&Tag>,
         manifest: StoredManifest,
     ) -> Result<(), StoreError> {
-        let lease = self.create_lease(MANIFEST_LEASE).await?;
+        let lease = self.create_lease(MANIFEST_LEASE, None).await?;
         let result = self.put_manifest_leased(&lease, repo, tag, &manifest).await;
         // The image roots everything now (or nothing was stored).
+        if let Ok(referenced) = &result {
+            self.release_blobs(referenced).await;
+        }
         self.release_lease(&lease).await;
-        Ok(result?)
+        result.map(drop).map_err(StoreError::from)
     }
 
     async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<StoredManifest>, StoreError> {

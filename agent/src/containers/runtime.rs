@@ -32,11 +32,15 @@
 //! ([`UNPACK_LEASE`]) should the agent die mid-way, and is deleted when the
 //! step ends. After that the image roots its committed layers (through the
 //! config's label) and the container roots its root snapshot. Deleting an
-//! image frees its snapshots only once nothing else holds its config: the
-//! registry keeps every pushed blob under an upload lease for a day
-//! ([`super::containerd::DEFAULT_UPLOAD_LEASE`]), so an image pushed less
-//! than that ago keeps its content and unpacked layers until those leases
-//! expire and containerd next collects.
+//! image frees its snapshots only once nothing else holds its config. The
+//! registry holds each pushed blob under an upload lease
+//! ([`super::containerd::DEFAULT_UPLOAD_LEASE`]) only until a manifest that
+//! references it is stored and its image exists; then the lease is
+//! released and the image alone roots the blob. So [`Runtime::delete`]
+//! with its image (`Images/Delete` with `sync`) frees the image's content
+//! and unpacked layers before it returns, unless another image or a
+//! container still uses them. A blob that no manifest references keeps its
+//! lease, and is collected once that expires.
 //!
 //! **Concurrency.** The caller runs one operation per app at a time (the
 //! container service serialises them); operations on different apps may

@@ -401,6 +401,25 @@ impl Apps {
         Ok(())
     }
 
+    /// Stops every running app on purpose, as an unprovisioned device runs
+    /// none (design: "An unprovisioned device runs no registry and no
+    /// apps"). They stay stopped until their owner starts them again; a
+    /// failure is logged and the next app is stopped anyway.
+    pub async fn stop_all(&self) {
+        let apps = match self.runtime.list().await {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the apps to stop them");
+                return;
+            }
+        };
+        for app in apps.into_iter().filter(|a| is_running(a.state)) {
+            if let Err(e) = self.stop(&app.name).await {
+                tracing::warn!(app = %app.name, error = %e, "could not stop the app");
+            }
+        }
+    }
+
     /// Deletes app `name`, with its image and volumes if asked (each only
     /// when no other app uses it).
     pub async fn delete(&self, name: &str, delete_image: bool, delete_volumes: bool) -> Result<(), AppsError> {

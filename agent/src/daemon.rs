@@ -332,9 +332,13 @@ impl Daemon {
         *self.identity.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.advertise(false);
         if let Mode::Provisioned { server, tasks } = std::mem::replace(&mut *mode, Mode::Unprovisioned(plaintext)) {
+            // The supervisor (a provisioned-mode task) goes first, so it
+            // cannot start again what is stopped below.
             tasks.iter().for_each(JoinHandle::abort);
             #[cfg(feature = "apps")]
-            self.apps.store(None);
+            if let Some(apps) = self.apps.swap(None) {
+                tokio::spawn(async move { apps.stop_all().await });
+            }
             drop(server.stop());
         }
         tracing::info!(port = self.config.port, "unprovisioned: identity removed, plaintext reopened");

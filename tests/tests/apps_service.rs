@@ -41,15 +41,17 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use tonic::Code;
+use wendy_identity::role::Role;
 use wendy_proto::agent::wendy_container_service_client::WendyContainerServiceClient;
 use wendy_proto::agent::{
     create_container_progress_response::ResponseType as ProgressType, run_container_layers_response::ResponseType,
     AttachContainerRequest, CreateContainerRequest, DeleteContainerRequest, ListContainerStatsRequest,
     ListContainersRequest, ListVolumesRequest, RemoveVolumeRequest, StartContainerRequest, StopContainerRequest,
 };
+use wendy_proto::agent_admin::UnprovisionRequest;
 use wendy_proto::agent_shared::{AppContainer, AppRunningState, RestartPolicy, RestartPolicyMode};
 use wendy_proto::agent_v2::wendy_container_service_client::WendyContainerServiceClient as V2Client;
-use wendy_tests::agent::AgentFixture;
+use wendy_tests::agent::{admin_client, AgentFixture};
 use wendy_tests::apps::{AppsLab, IMAGE, STEP};
 
 const TEST: &str = "apps_service";
@@ -333,5 +335,39 @@ async fn container_service_over_mtls_on_real_containerd() {
     assert!(list(&viewer).await.is_empty());
     assert!(lab.ctrd.ctr_rows(&["containers", "ls"]).is_empty());
     assert!(lab.ctrd.ctr_rows(&["images", "ls"]).is_empty(), "delete_image removes the last app's image");
+    assert!(lab.agent.is_running(), "agent died; log:\n{}", lab.agent.log_text());
+}
+
+/// An unprovisioned device runs no apps (design): `Unprovision` stops the
+/// running ones, and nothing starts them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprovisioning_stops_the_apps() {
+    wendy_tests::init();
+    let Some(mut lab) = AppsLab::start(TEST).await else {
+        return;
+    };
+    let member = lab.member_channel().await;
+    let app = create("resident", "exec sleep 600", policy(RestartPolicyMode::UnlessStopped, 0));
+    client(&member).create_container(app).await.expect("CreateContainer");
+    let req = StartContainerRequest { app_name: "resident".into(), restart_policy: None };
+    let mut stream = client(&member).start_container(req).await.expect("StartContainer").into_inner();
+    let first = tokio::time::timeout(STEP, stream.message()).await.expect("Started in time").expect("stream");
+    assert!(matches!(first.and_then(|m| m.response_type), Some(ResponseType::Started(_))));
+    drop(stream);
+    wait_for(&member, "resident", "running", running).await;
+
+    let admin = lab.pki.ca().user(Role::Admin);
+    let admin_ch = lab.agent.mtls(&admin.credentials, &lab.ca_pem).await.expect("mTLS as Admin");
+    admin_client(admin_ch).unprovision(UnprovisionRequest {}).await.expect("Unprovision");
+
+    let running_tasks =
+        || lab.ctrd.ctr_rows(&["tasks", "ls"]).into_iter().filter(|row| row.contains("RUNNING")).collect::<Vec<_>>();
+    let deadline = Instant::now() + STEP;
+    while !running_tasks().is_empty() {
+        assert!(Instant::now() < deadline, "apps still running after Unprovision: {:?}", running_tasks());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(wendy_agent::container_service::supervisor::INTERVAL * 2).await;
+    assert!(running_tasks().is_empty(), "an app ran again after Unprovision: {:?}", running_tasks());
     assert!(lab.agent.is_running(), "agent died; log:\n{}", lab.agent.log_text());
 }

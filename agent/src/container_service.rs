@@ -83,11 +83,11 @@ use wendy_proto::agent_v2 as v2;
 use wendy_proto::agent_v2::wendy_container_service_server::WendyContainerService as V2Service;
 
 use crate::containers::app_config::{self, ConfigError, MAX_ARGS, MAX_PATH, MAX_STRING};
-use crate::containers::containerd::{ContainerdError, ContainerdStore};
+use crate::containers::containerd::{rfc3339, ContainerdError, ContainerdStore};
 use crate::containers::is_safe_name;
 use crate::containers::runtime::logs::{self, Follow};
 use crate::containers::runtime::{
-    rfc3339, AppState, AppStatus, NewApp, RestartPolicy, Runtime, RuntimeError, RuntimeOptions,
+    cgroup_path, AppState, AppStatus, NewApp, RestartPolicy, Runtime, RuntimeError, RuntimeOptions,
 };
 use crate::containers::sandbox::{self, SandboxError};
 
@@ -470,9 +470,7 @@ impl Apps {
                     () = tx.closed() => return,
                     line = lines.next() => match line {
                         Some(Ok(line)) => {
-                            let mut data = line.to_vec();
-                            data.push(b'\n');
-                            if tx.send(Ok(Bytes::from(data))).await.is_err() {
+                            if tx.send(Ok(Bytes::from(with_newline(line)))).await.is_err() {
                                 return;
                             }
                         }
@@ -544,10 +542,8 @@ impl Apps {
         let mut sizes: HashMap<String, i64> = HashMap::new();
         let mut stats = Vec::new();
         for app in self.runtime.list().await? {
-            let memory_bytes = match app.state {
-                AppState::Running { .. } | AppState::Paused => memory_bytes(Path::new(CGROUP_ROOT), &app.name).await,
-                _ => 0,
-            };
+            let memory_bytes =
+                if is_running(app.state) { memory_bytes(Path::new(CGROUP_ROOT), &app.name).await } else { 0 };
             let storage_bytes = match sizes.get(&app.image) {
                 Some(s) => *s,
                 None => {
@@ -624,7 +620,7 @@ fn dir_size(dir: &Path) -> u64 {
 /// The current memory use of app `name`'s cgroup (`/wendy/<name>`), 0 when
 /// it cannot be read.
 async fn memory_bytes(cgroup_root: &Path, name: &str) -> i64 {
-    let group = Path::new(crate::containers::containerd::NAMESPACE).join(name);
+    let group = cgroup_path(name);
     let candidates = [
         cgroup_root.join(&group).join("memory.current"),
         cgroup_root.join("memory").join(&group).join("memory.usage_in_bytes"),

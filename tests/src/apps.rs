@@ -94,7 +94,7 @@ impl AppsLab {
         let deadline = Instant::now() + STEP;
         loop {
             let v = agent_client(ch.clone()).get_agent_version(GetAgentVersionRequest {}).await.unwrap().into_inner();
-            if v.featureset.iter().any(|f| f == "containers") {
+            if v.featureset.iter().any(|f| f == wendy_agent::container_service::FEATURE) {
                 return;
             }
             assert!(

@@ -197,8 +197,14 @@ fn to_i64(call: &'static str, size: u64) -> Result<i64, ContainerdError> {
 }
 
 /// `now + ttl` as RFC 3339 UTC, the format of `containerd.io/gc.expire`.
-fn expiry(ttl: Duration) -> String {
-    let t = time::OffsetDateTime::from(SystemTime::now() + ttl);
+pub fn expiry(ttl: Duration) -> String {
+    rfc3339(SystemTime::now() + ttl)
+}
+
+/// `t` as RFC 3339 UTC, to the second (the format of
+/// `containerd.io/gc.expire`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         t.year(),
@@ -914,6 +920,7 @@ mod tests {
         let e = expiry(Duration::from_secs(0));
         assert_eq!(e.len(), "2026-01-01T00:00:00Z".len());
         assert!(e.ends_with('Z'));
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
     #[test]

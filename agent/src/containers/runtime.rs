@@ -88,7 +88,7 @@ use tonic::{Code, Status};
 use self::image::{Desc, Document, ImageError, Platform};
 use self::logs::Follow;
 use super::app_config::{AppConfig, Entitlement};
-use super::containerd::{ContainerdError, ContainerdStore, LEASE_HEADER, NAMESPACE, NAMESPACE_HEADER};
+use super::containerd::{expiry, ContainerdError, ContainerdStore, LEASE_HEADER, NAMESPACE, NAMESPACE_HEADER};
 use super::sandbox::{self, DevFs, SandboxError, SandboxOptions};
 use super::{is_safe_name, HostDevices};
 use crate::registry::digest::Digest;
@@ -504,7 +504,7 @@ impl Runtime {
 
     async fn create_lease(&self) -> Result<String, RuntimeError> {
         const CALL: &str = "Leases/Create";
-        let labels = HashMap::from([(GC_EXPIRE.to_owned(), rfc3339(SystemTime::now() + UNPACK_LEASE))]);
+        let labels = HashMap::from([(GC_EXPIRE.to_owned(), expiry(UNPACK_LEASE))]);
         let req = self.request(CreateLeaseRequest { id: String::new(), labels });
         let lease = LeasesClient::new(self.channel.clone()).create(req).await.map_err(failed(CALL))?.into_inner();
         match lease.lease {
@@ -542,13 +542,7 @@ impl Runtime {
 
     async fn unpack_leased(&self, image_ref: &str, lease: &str) -> Result<Unpacked, RuntimeError> {
         let image_err = |source| RuntimeError::Image { image: image_ref.to_owned(), source };
-        let manifest_desc = self.resolve_manifest(image_ref).await?;
-        let manifest = self.read_json(image_ref, &manifest_desc, MAX_MANIFEST_BYTES).await?;
-        let Document::Manifest { config, layers } =
-            image::parse_document(&manifest_desc.media_type, &manifest).map_err(image_err)?
-        else {
-            return Err(image_err(ImageError::Malformed { what: "index", reason: "an index inside an index".into() }));
-        };
+        let (manifest_desc, config, layers) = self.manifest(image_ref).await?;
         let config_bytes = self.read_json(image_ref, &config, image::MAX_CONFIG_BYTES).await?;
         let parsed = image::parse_config(&config_bytes, &self.platform).map_err(image_err)?;
         if parsed.diff_ids.len() != layers.len() {
@@ -572,6 +566,20 @@ impl Runtime {
 
     /// The image's manifest for this platform: its target, or the index
     /// entry for [`image::host_platform`].
+    /// Image `image_ref`'s manifest for this platform: its descriptor, its
+    /// config and its layers.
+    async fn manifest(&self, image_ref: &str) -> Result<(Desc, Desc, Vec<Desc>), RuntimeError> {
+        let image_err = |source| RuntimeError::Image { image: image_ref.to_owned(), source };
+        let manifest_desc = self.resolve_manifest(image_ref).await?;
+        let manifest = self.read_json(image_ref, &manifest_desc, MAX_MANIFEST_BYTES).await?;
+        match image::parse_document(&manifest_desc.media_type, &manifest).map_err(image_err)? {
+            Document::Manifest { config, layers } => Ok((manifest_desc, config, layers)),
+            Document::Index(_) => {
+                Err(image_err(ImageError::Malformed { what: "index", reason: "an index inside an index".into() }))
+            }
+        }
+    }
+
     async fn resolve_manifest(&self, image_ref: &str) -> Result<Desc, RuntimeError> {
         let req = self.request(GetImageRequest { name: image_ref.to_owned() });
         let r = ImagesClient::new(self.channel.clone()).get(req).await.map_err(failed("Images/Get"));
@@ -790,7 +798,7 @@ impl Runtime {
         };
         let mut spec = sandbox::build_spec(&app.config, &unpacked.config, self.devices.as_ref(), &options)?;
         if let Some(linux) = spec.linux_mut().as_mut() {
-            linux.set_cgroups_path(Some(Path::new("/").join(NAMESPACE).join(&app.name)));
+            linux.set_cgroups_path(Some(Path::new("/").join(cgroup_path(&app.name))));
         }
         if let (Some(dir), Some(process)) = (&app.working_dir, spec.process_mut().as_mut()) {
             process.set_cwd(PathBuf::from(dir));
@@ -1012,14 +1020,7 @@ impl Runtime {
     /// platform: its manifest, config and layers (compressed), as the
     /// manifest records them. Unpacked snapshots are not counted.
     pub async fn image_size(&self, image_ref: &str) -> Result<u64, RuntimeError> {
-        let image_err = |source| RuntimeError::Image { image: image_ref.to_owned(), source };
-        let manifest_desc = self.resolve_manifest(image_ref).await?;
-        let manifest = self.read_json(image_ref, &manifest_desc, MAX_MANIFEST_BYTES).await?;
-        let Document::Manifest { config, layers } =
-            image::parse_document(&manifest_desc.media_type, &manifest).map_err(image_err)?
-        else {
-            return Err(image_err(ImageError::Malformed { what: "index", reason: "an index inside an index".into() }));
-        };
+        let (manifest_desc, config, layers) = self.manifest(image_ref).await?;
         let sizes = std::iter::once(&manifest_desc).chain(std::iter::once(&config)).chain(&layers);
         Ok(sizes.map(|d| d.size.unsigned_abs()).fold(0u64, u64::saturating_add))
     }
@@ -1145,19 +1146,10 @@ fn check_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// `t` as RFC 3339 UTC, to the second (the format of
-/// `containerd.io/gc.expire`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+/// App `name`'s cgroup, relative to the cgroup hierarchy's root
+/// (`wendy/<name>`): where runc puts it and where its memory is read.
+pub fn cgroup_path(name: &str) -> PathBuf {
+    Path::new(NAMESPACE).join(name)
 }
 
 #[cfg(test)]
@@ -1180,6 +1172,5 @@ mod tests {
         for bad in ["", "../x", "a/b", ".hidden", "x".repeat(200).as_str()] {
             assert!(matches!(check_name(bad), Err(RuntimeError::BadName(_))), "{bad}");
         }
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 }

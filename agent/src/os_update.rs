@@ -467,12 +467,27 @@ pub async fn status(dir: &Path) -> Result<GetUpdateStatusResponse, Status> {
     slots.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(GetUpdateStatusResponse {
         compatible: rauc.compatible().await.unwrap_or_default(),
-        booted_slot: rauc.boot_slot().await.unwrap_or_default(),
+        booted_slot: booted_slot(&rauc).await,
         primary_slot: rauc.get_primary().await.unwrap_or_default(),
         operation: rauc.operation().await.unwrap_or_default(),
         slots,
         last_install: record::load(dir).map(|r| r.to_wire()),
     })
+}
+
+/// The booted slot's boot name: RAUC's `BootSlot`, else the kernel command
+/// line's `rauc.slot=` (RAUC's own source). RAUC stops early in a shutdown
+/// while the agent still answers, and an empty slot would read to a client
+/// as "running some other slot".
+async fn booted_slot(rauc: &RaucInstallerProxy<'_>) -> String {
+    match rauc.boot_slot().await {
+        Ok(slot) if !slot.is_empty() => slot,
+        _ => crate::rauc::read_booted_slot(Path::new(crate::rauc::CMDLINE))
+            .ok()
+            .flatten()
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_default(),
+    }
 }
 
 /// Starts a clean reboot (systemd's `reboot.target`) after

@@ -366,6 +366,11 @@ async fn wait_back(store: &Store, target: &Target, before: &str, wait: Duration)
             }
         };
         let Some(last) = status.last_install.as_ref() else { continue };
+        // A device that cannot say which slot it runs (shutting down) has
+        // not answered yet.
+        if status.booted_slot.is_empty() {
+            continue;
+        }
         let judged = match last.result() {
             InstallResult::Booted => true,
             // Judged in the new slot, which then reboots into the old one:

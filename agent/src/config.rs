@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use wendy_identity::key::KeyAlgorithm;
 use wendy_proto::contract::{mtls_port, AGENT_PORT_ENV, DEFAULT_AGENT_PORT};
+#[cfg(feature = "apps")]
+use wendy_proto::contract::{DEFAULT_REGISTRY_PORT, REGISTRY_PORT_ENV};
 
 use crate::Error;
 
@@ -47,6 +49,11 @@ pub const DEFAULT_UPDATE_DIR: &str = "/data/update";
 /// The device key algorithm (`ml-dsa-65`, the default, or `ecdsa-p256` as
 /// published WendyOS agents use).
 pub const DEVICE_KEY_ALGORITHM_ENV: &str = "WENDY_DEVICE_KEY_ALGORITHM";
+/// Bytes of the data partition that OS update downloads and registry pushes
+/// never take: the agent's state and the running apps need room.
+pub const DATA_RESERVE_ENV: &str = "WENDY_DATA_RESERVE_BYTES";
+/// Default of [`DATA_RESERVE_ENV`]: 64 MiB.
+pub const DEFAULT_DATA_RESERVE: u64 = 64 * 1024 * 1024;
 
 /// The directory under the state directory ([`Config::config_dir`], on the
 /// data partition) that holds what the apps keep outside containerd: their
@@ -84,6 +91,14 @@ pub struct Config {
     /// [`crate::containers::containerd`]).
     #[cfg(feature = "apps")]
     pub containerd_socket: PathBuf,
+    /// The registry's mTLS port ([`REGISTRY_PORT_ENV`], default
+    /// [`DEFAULT_REGISTRY_PORT`]).
+    #[cfg(feature = "apps")]
+    pub registry_port: u16,
+    /// Bytes of the data partition a registry push never takes
+    /// ([`DATA_RESERVE_ENV`]).
+    #[cfg(feature = "apps")]
+    pub data_reserve: u64,
 }
 
 impl Config {
@@ -96,13 +111,14 @@ impl Config {
     /// the process environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let path = |k: &str, d: &str| PathBuf::from(lookup(k).filter(|v| !v.is_empty()).unwrap_or_else(|| d.into()));
-        let port = match lookup(AGENT_PORT_ENV).filter(|v| !v.is_empty()) {
-            None => DEFAULT_AGENT_PORT,
+        let port_of = |key: &str, default: u16| match lookup(key).filter(|v| !v.is_empty()) {
+            None => Ok(default),
             Some(v) => match v.trim().parse::<u16>() {
-                Ok(p) if p != 0 && p != u16::MAX => p,
-                _ => return Err(Error::Config(format!("{AGENT_PORT_ENV}={v:?}: expected a port between 1 and 65534"))),
+                Ok(p) if p != 0 && p != u16::MAX => Ok(p),
+                _ => Err(Error::Config(format!("{key}={v:?}: expected a port between 1 and 65534"))),
             },
         };
+        let port = port_of(AGENT_PORT_ENV, DEFAULT_AGENT_PORT)?;
         let crl_refresh = match lookup(CRL_REFRESH_ENV).filter(|v| !v.is_empty()) {
             None => Duration::from_secs(300),
             Some(v) => match v.trim().parse::<u64>() {
@@ -132,6 +148,14 @@ impl Config {
                 }
             },
         };
+        #[cfg(feature = "apps")]
+        let data_reserve = match lookup(DATA_RESERVE_ENV).filter(|v| !v.is_empty()) {
+            None => DEFAULT_DATA_RESERVE,
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Config(format!("{DATA_RESERVE_ENV}={v:?}: expected a number of bytes")))?,
+        };
         Ok(Self {
             bind,
             port,
@@ -149,6 +173,10 @@ impl Config {
                 crate::containers::containerd::SOCKET_ENV,
                 crate::containers::containerd::DEFAULT_SOCKET,
             ),
+            #[cfg(feature = "apps")]
+            registry_port: port_of(REGISTRY_PORT_ENV, DEFAULT_REGISTRY_PORT)?,
+            #[cfg(feature = "apps")]
+            data_reserve,
         })
     }
 

@@ -85,7 +85,7 @@ pub struct UpdatePolicy {
 impl Default for UpdatePolicy {
     fn default() -> Self {
         Self {
-            reserve: 64 * 1024 * 1024,
+            reserve: crate::config::DEFAULT_DATA_RESERVE,
             fetch: FetchPolicy::default(),
             upload_stall: Duration::from_secs(60),
             install: Duration::from_secs(30 * 60),

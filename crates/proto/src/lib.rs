@@ -101,6 +101,14 @@ pub mod contract {
         plaintext_port.wrapping_add(1)
     }
 
+    /// The device's OCI registry for apps (mTLS only, provisioned devices
+    /// with apps): `wendy run` pushes images here.
+    pub const DEFAULT_REGISTRY_PORT: u16 = 5000;
+
+    /// Environment variable that overrides [`DEFAULT_REGISTRY_PORT`] on the
+    /// agent.
+    pub const REGISTRY_PORT_ENV: &str = "WENDY_REGISTRY_PORT";
+
     /// pki-core's wendy frontend port.
     pub const DEFAULT_PKICORE_PORT: u16 = 50051;
 

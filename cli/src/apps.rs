@@ -76,7 +76,7 @@ fn ours(conn: &Connection) -> AppServiceClient<Channel> {
 /// or an agent that does not serve the call (UNIMPLEMENTED) "does not run
 /// apps"; everything else (permission denied with the role message
 /// included) as [`CliError::from_status`] maps it.
-fn status_error(context: String, app: Option<&str>, status: &tonic::Status, conn: &Connection) -> CliError {
+pub(crate) fn status_error(context: String, app: Option<&str>, status: &tonic::Status, conn: &Connection) -> CliError {
     let message = sanitize(status.message());
     match status.code() {
         tonic::Code::NotFound if app.is_some() => CliError::Remote {

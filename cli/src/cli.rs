@@ -35,6 +35,9 @@ pub enum Command {
     /// Update a device's operating system (RAUC A/B), show its slots.
     #[command(subcommand)]
     Os(OsCommand),
+    /// Build (or take) an app's image, push it to the device, run it and
+    /// stream its output until Ctrl-C (which stops it).
+    Run(RunArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -187,6 +190,36 @@ pub struct AppsRmArgs {
     /// Also delete the app's `persist` volumes (unless another app uses them).
     #[arg(long)]
     pub volumes: bool,
+}
+
+/// `wendy run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The app's directory: its `wendy.json`, and a `Containerfile` or
+    /// `Dockerfile` unless `--image` is given.
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: std::path::PathBuf,
+    /// Run this image instead of building one: oci-archive:PATH,
+    /// docker-archive:PATH or containers-storage:NAME.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// The app's name on the device (default: `appId` of wendy.json;
+    /// required without one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Restart policy: no, unless-stopped, on-failure[:N] (N retries, none
+    /// or 0 without limit).
+    #[arg(long, value_name = "POLICY", default_value = "unless-stopped")]
+    pub restart: crate::run::Restart,
+    /// Return once the app has started; it keeps running.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Print one JSON object once the app has started (implies --detach).
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 /// `wendy os update`.
@@ -346,6 +379,33 @@ mod tests {
         assert!(parse(&["apps", "list", "--json"]).is_ok());
         assert_eq!(parse(&["apps", "stop"]).unwrap_err().exit_code(), 2);
         assert_eq!(parse(&["apps", "logs", "x", "--json"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn run_parses() {
+        let cli = parse(&["run"]).unwrap();
+        let Command::Run(a) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.dir, std::path::PathBuf::from("."));
+        assert_eq!(a.restart, crate::run::Restart::UnlessStopped);
+        assert!(!a.detach && !a.json.json && a.image.is_none());
+        let cli = parse(&[
+            "run",
+            "app",
+            "--image",
+            "oci-archive:x.tar",
+            "--name",
+            "hello",
+            "--restart",
+            "on-failure:2",
+            "-d",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.restart, crate::run::Restart::OnFailure(2));
+        assert_eq!(a.image.as_deref(), Some("oci-archive:x.tar"));
+        assert!(a.detach && a.json.json);
+        assert_eq!(parse(&["run", "--restart", "always"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -149,9 +149,11 @@ async fn connect_plain(base: &HostPort) -> Result<Channel, CliError> {
     connect::plaintext(base).await.map_err(|e| cloud::connect_error("device", base, &e))
 }
 
-/// Connects over mTLS to `base`'s port + 1 with the stored login.
-async fn connect_mtls(store: &Store, base: &HostPort) -> Result<(Channel, HostPort, Login), CliError> {
-    let addr = base.with_port(mtls_port(base.port));
+/// The rustls client config for mTLS to the device at `base`: the stored
+/// login's certificate, the CA bundle as trust, and, for a device we
+/// provisioned, its own asset's certificate name as a pin. The gRPC
+/// connections and the registry push ([`crate::push`]) share it.
+pub(crate) fn mtls_config(store: &Store, base: &HostPort) -> Result<(rustls::ClientConfig, Login), CliError> {
     let login = store.valid_login().map_err(|e| match e {
         CliError::NotLoggedIn { .. } | CliError::CertificateExpired { .. } => CliError::Unauthenticated {
             context: format!("device at {base} is provisioned and only talks mTLS"),
@@ -170,6 +172,13 @@ async fn connect_mtls(store: &Store, base: &HostPort) -> Result<(Channel, HostPo
     }
     let config = client_config(Arc::new(verifier), Some(&login.credentials))
         .map_err(|e| CliError::identity("building the TLS config", e))?;
+    Ok((config, login))
+}
+
+/// Connects over mTLS to `base`'s port + 1 with the stored login.
+async fn connect_mtls(store: &Store, base: &HostPort) -> Result<(Channel, HostPort, Login), CliError> {
+    let addr = base.with_port(mtls_port(base.port));
+    let (config, login) = mtls_config(store, base)?;
     let channel = connect::tls(&addr, config, DEVICE_SERVER_NAME).await.map_err(|e| {
         match cloud::connect_error("device", &addr, &e) {
             CliError::Untrusted { what, addr, reason, .. } => {

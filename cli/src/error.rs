@@ -168,6 +168,16 @@ pub enum CliError {
     /// mDNS failure.
     #[error("mDNS: {0}")]
     Mdns(String),
+    /// A local tool (`podman`, `skopeo`) is missing or failed.
+    #[error("{message}{}", hint_suffix(hint))]
+    Tool {
+        /// The tool.
+        tool: &'static str,
+        /// What went wrong.
+        message: String,
+        /// What to do next.
+        hint: Option<String>,
+    },
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -190,9 +200,12 @@ impl CliError {
             | Self::Untrusted { .. }
             | Self::NeedFingerprint { .. }
             | Self::TrustDeclined { .. } => Exit::Trust,
-            Self::Remote { .. } | Self::Config { .. } | Self::Io { .. } | Self::Identity { .. } | Self::Mdns(_) => {
-                Exit::Generic
-            }
+            Self::Remote { .. }
+            | Self::Config { .. }
+            | Self::Io { .. }
+            | Self::Identity { .. }
+            | Self::Mdns(_)
+            | Self::Tool { .. } => Exit::Generic,
         }
     }
 

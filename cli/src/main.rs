@@ -2,8 +2,8 @@
 //!
 //! Logs in against a local pki-core (`wendy auth`), finds devices on mDNS
 //! (`wendy discover`), provisions them and talks to them over
-//! post-quantum mTLS (`wendy device`), updates their OS (`wendy os`) and
-//! manages their apps (`wendy apps`). Exit codes are in [`error::Exit`]
+//! post-quantum mTLS (`wendy device`), updates their OS (`wendy os`),
+//! runs apps on them (`wendy run`) and manages them (`wendy apps`). Exit codes are in [`error::Exit`]
 //! and `cli/README.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,7 +18,11 @@ mod connect;
 mod device;
 mod discover;
 mod error;
+mod image;
+mod oci_layout;
 mod os;
+mod push;
+mod run;
 
 use std::io::Write;
 
@@ -138,6 +142,21 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
                     };
                     emit(a.app.json.json, &apps::remove(&store, &target, &a.app.app, opts).await?)?;
                 }
+            }
+        }
+        Command::Run(a) => {
+            let store = store()?;
+            let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+            let opts = run::RunOptions {
+                dir: a.dir,
+                image: a.image,
+                name: a.name,
+                restart: a.restart,
+                detach: a.detach || a.json.json,
+                json: a.json.json,
+            };
+            if let Some(report) = run::run(&store, &target, opts).await? {
+                emit(a.json.json, &report)?;
             }
         }
         Command::Os(cmd) => {

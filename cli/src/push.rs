@@ -10,7 +10,8 @@
 //! 2. for each missing blob, `POST /v2/<name>/blobs/uploads/`, then one
 //!    `PUT <Location>?digest=<digest>` with the file streamed as the body
 //!    (never loaded whole; [`CHUNK_BYTES`] at a time), counted on a
-//!    progress bar (bytes, throughput);
+//!    progress bar (bytes, throughput); it fails once it has made no
+//!    progress and had no answer for the call timeout;
 //! 3. an index's child manifests by digest, then `PUT
 //!    /v2/<name>/manifests/<tag>` with the manifest's media type.
 //!
@@ -65,8 +66,9 @@ pub enum PushError {
         #[source]
         source: hyper::Error,
     },
-    /// The registry did not answer in time.
-    #[error("{what}: no answer within {}s", CALL_TIMEOUT.as_secs())]
+    /// The registry did not answer, or an upload made no progress, for
+    /// [`CALL_TIMEOUT`].
+    #[error("{what}: no answer or progress within {}s", CALL_TIMEOUT.as_secs())]
     Timeout {
         /// What was being done.
         what: String,
@@ -218,6 +220,33 @@ impl RegistryClient {
             .header(header::USER_AGENT, HeaderValue::from_static(concat!("wendy/", env!("CARGO_PKG_VERSION"))))
     }
 
+    /// [`Self::send`] of a streamed upload: it may take as long as it
+    /// makes progress, but fails once `pb` (which the body counts) has not
+    /// moved for [`CALL_TIMEOUT`] and no answer came.
+    async fn send_watched(
+        &mut self,
+        what: &str,
+        req: Request<ReqBody>,
+        pb: &ProgressBar,
+    ) -> Result<Response<Incoming>, PushError> {
+        let send = self.send(what, req);
+        tokio::pin!(send);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + CALL_TIMEOUT, CALL_TIMEOUT);
+        let mut last = pb.position();
+        loop {
+            tokio::select! {
+                result = &mut send => return result,
+                _ = ticks.tick() => {
+                    let now = pb.position();
+                    if now == last {
+                        return Err(PushError::Timeout { what: what.to_owned() });
+                    }
+                    last = now;
+                }
+            }
+        }
+    }
+
     /// Whether the registry has blob `digest` in `repo`.
     pub async fn blob_exists(&mut self, repo: &str, digest: &str) -> Result<bool, PushError> {
         let what = format!("checking blob {}", short(digest));
@@ -260,7 +289,7 @@ impl RegistryClient {
                 .header(header::CONTENT_TYPE, "application/octet-stream"),
             body,
         )?;
-        let resp = self.send(&what, req).await?;
+        let resp = self.send_watched(&what, req, pb).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(refused(what, resp).await);
         }

@@ -156,6 +156,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn tools_missing_or_failing_say_so() {
+        let e = run_tool("wendy-no-such-tool", &[], true, "building x").await.unwrap_err();
+        assert_eq!(e.exit(), crate::error::Exit::Generic);
+        assert!(e.to_string().contains("needs `wendy-no-such-tool`, which is not installed"), "{e}");
+        assert!(e.to_string().contains("scripts/setup"), "{e}");
+        let e = run_tool("sh", &["-c", "echo first >&2; echo why >&2; exit 3"], true, "copying y").await.unwrap_err();
+        assert!(e.to_string().starts_with("copying y failed (exit status: 3)"), "{e}");
+        assert!(e.to_string().ends_with("first\nwhy"), "{e}");
+        run_tool("true", &[], true, "nothing").await.unwrap();
+    }
+
     #[test]
     fn build_files() {
         let t = tempfile::tempdir().unwrap();

@@ -1,2 +1,2 @@
 # Helpers for meta-wendyos, importable from metadata as wendyos.<module>.
-BBIMPORTS = ["partitions", "rauc", "skip", "version"]
+BBIMPORTS = ["agent", "partitions", "rauc", "skip", "version"]

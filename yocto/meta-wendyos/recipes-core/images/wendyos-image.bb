@@ -8,12 +8,15 @@ inherit core-image
 
 # The Yocto counterpart of image/packages.txt (the Debian manifest).
 # Debian's e2fsprogs is split here: e2label (e2fsprogs-tune2fs) is what
-# RAUC's post-install handler labels a written slot with.
+# RAUC's post-install handler labels a written slot with. containerd and
+# runc are meta-virtualization's (the recipes behind virtual/containerd and
+# virtual/runc); their configuration is image/rootfs's (wendyos-rootfs).
 IMAGE_INSTALL = "\
     packagegroup-core-boot \
     ${CORE_IMAGE_EXTRA_INSTALL} \
     avahi-daemon \
     ca-certificates \
+    containerd \
     dbus \
     dosfstools \
     e2fsprogs-e2fsck \
@@ -26,6 +29,7 @@ IMAGE_INSTALL = "\
     less \
     procps \
     rauc \
+    runc \
     shadow \
     wendy-agent \
     wendyos-release \

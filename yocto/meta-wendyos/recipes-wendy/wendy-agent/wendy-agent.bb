@@ -34,21 +34,28 @@ CARGO_LOCK_SRC_DIR = "${S}"
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 # The agent's optional subsystems (agent/Cargo.toml [features]) from
-# PACKAGECONFIG, over --no-default-features: rauc, the health gate that
-# marks the booted A/B slot good through RAUC's D-Bus API
-# (docs/decisions/0026), where the distro has RAUC. The test-only features
-# are never set here.
+# PACKAGECONFIG, over --no-default-features. The default is the image's
+# list, image/agent-features (the Debian builder's too), less a feature
+# whose distro feature is off (lib/wendyos/agent.py): rauc, the health gate
+# and OS updates through RAUC (docs/decisions/0026), and apps, apps in
+# containerd (docs/decisions/0102; the image installs containerd). The
+# test-only features are never set here.
 CARGO_BUILD_FLAGS += "--no-default-features"
-PACKAGECONFIG ??= "${@bb.utils.filter('DISTRO_FEATURES', 'rauc', d)}"
+PACKAGECONFIG ??= "${@wendyos.agent.packageconfig(d)}"
 PACKAGECONFIG[rauc] = "--features=rauc,,,rauc"
+# containerd-client's build script compiles containerd's .proto files with
+# protoc (prost-build finds it through PROTOC). The apps' file systems are
+# overlayfs snapshots: the module, where the kernel does not build it in.
+PACKAGECONFIG[apps] = "--features=apps,,protobuf-native,,kernel-module-overlay"
+export PROTOC = "${STAGING_BINDIR_NATIVE}/protoc"
 
-# Native build needs: none beyond the Rust toolchain. The crypto provider,
-# aws-lc-sys, compiles its C with the cc crate (oe_cargo_fix_env exports the
-# cross CC/CFLAGS) and uses its pre-generated "universal" bindings on Linux
-# aarch64/arm/x86_64, so neither cmake-native nor clang-native (bindgen) is
-# used. Add cmake-native if AWS_LC_SYS_CMAKE_BUILDER=1 is ever set, and
-# clang-native if bindgen becomes necessary. protoc is not needed either:
-# crates/proto compiles the .proto files with protox.
+# Native build needs beyond the Rust toolchain: protoc for apps (above). The
+# crypto provider, aws-lc-sys, compiles its C with the cc crate
+# (oe_cargo_fix_env exports the cross CC/CFLAGS) and uses its pre-generated
+# "universal" bindings on Linux aarch64/arm/x86_64, so neither cmake-native
+# nor clang-native (bindgen) is used. Add cmake-native if
+# AWS_LC_SYS_CMAKE_BUILDER=1 is ever set, and clang-native if bindgen becomes
+# necessary. crates/proto compiles our own .proto files with protox.
 
 # The locked crates need Rust >= 1.88 (tonic 0.14, time 0.3.55, rcgen 0.14);
 # wrynose's oe-core has 1.94.1 (docs/decisions/0040-yocto-rust-toolchain.md).

@@ -432,6 +432,8 @@ impl Daemon {
         maintain::apply_stored_crl(&identity, &self.config.crl_file());
         let listener = self.bind(self.config.mtls_port()).await?;
         let me = self.me()?;
+        #[cfg(feature = "apps")]
+        let registry_tls = config.clone();
         let (incoming, accept, guard) = crate::tls::accept_loop(listener, config);
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let services = Services::new(&me, &health_reporter).await;
@@ -492,8 +494,40 @@ impl Daemon {
                 volumes_root: self.config.volumes_dir(),
             },
         )));
+        #[cfg(feature = "apps")]
+        if let Some(registry) = self.start_registry(&registry_tls).await {
+            tasks.push(registry);
+        }
         tracing::info!(port, "mTLS gRPC listening (provisioned)");
         Ok((RunningServer { shutdown: Some(tx), join, accept: Some(accept), incoming: Some(guard) }, tasks))
+    }
+
+    /// The OCI registry on its own port with the mTLS port's TLS
+    /// ([`crate::registry::serve`]), as a task that closes the port when
+    /// aborted. A port that cannot be bound is logged, and everything else
+    /// is served.
+    #[cfg(feature = "apps")]
+    async fn start_registry(&self, tls: &rustls::ServerConfig) -> Option<JoinHandle<()>> {
+        use crate::registry::serve::{serve, Backend};
+        let port = self.config.registry_port;
+        let listener = match self.bind(port).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(port, error = %e, "the OCI registry cannot listen: `wendy run` cannot push to this device");
+                return None;
+            }
+        };
+        let space = crate::registry::quota::DataPartition {
+            dir: self.config.config_dir.clone(),
+            reserve: self.config.data_reserve,
+        };
+        let backend = std::sync::Arc::new(Backend::new(self.apps.clone(), space, crate::registry::Limits::default()));
+        let serving = serve(listener, tls, backend);
+        tracing::info!(port, "OCI registry listening (mTLS)");
+        Some(tokio::spawn(async move {
+            let _serving = serving;
+            std::future::pending::<()>().await
+        }))
     }
 
     /// Stops the server (shutdown) and waits for its drain, at most

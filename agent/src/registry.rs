@@ -42,7 +42,8 @@
 //! - [`quota`]: the space check;
 //! - [`uploads`]: the upload session table;
 //! - [`manifests`]: checking a pushed manifest;
-//! - [`handler`]: routing and the endpoints.
+//! - [`handler`]: routing and the endpoints;
+//! - [`serve`]: the device's HTTPS listener with client certificates.
 
 pub mod digest;
 pub mod errors;
@@ -50,6 +51,7 @@ pub mod handler;
 pub mod manifests;
 pub mod names;
 pub mod quota;
+pub mod serve;
 pub mod store;
 pub mod uploads;
 

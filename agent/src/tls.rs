@@ -179,7 +179,8 @@ pub fn tcp_accept_loop(
     (accepting.incoming, accepting.task, accepting.guard)
 }
 
-fn peer_info(conn: &wendy_net::listener::TlsConn) -> PeerInfo {
+/// The verified client certificate of `conn`, as the role checks read it.
+pub(crate) fn peer_info(conn: &wendy_net::listener::TlsConn) -> PeerInfo {
     let addr = conn.peer_addr();
     let leaf = conn.get_ref().get_ref().1.peer_certificates().and_then(|c| c.first());
     let info = leaf.and_then(|der| CertificateInfo::from_der(der).ok());

@@ -22,6 +22,12 @@ use crate::netns::Netns;
 /// The image every app test runs (busybox, imported without a pull).
 pub const IMAGE: &str = "wendy/busybox:v1";
 
+/// The organization the fake pki-core provisions into.
+pub const ORGANIZATION_ID: i32 = 1;
+
+/// The lab device's asset id.
+pub const ASSET_ID: i32 = 3;
+
 /// The bound on every wait of the setup.
 pub const STEP: Duration = Duration::from_secs(60);
 
@@ -53,6 +59,11 @@ impl AppsLab {
     /// this host cannot), imports [`IMAGE`], starts and provisions the
     /// agent, and waits until it has reached containerd.
     pub async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[]).await
+    }
+
+    /// [`AppsLab::start`] with extra environment for the agent.
+    pub async fn start_with(test: &str, agent_env: &[(&str, &str)]) -> Option<Self> {
         let ctrd = Containerd::start(test)?;
         let store = ContainerdStore::connect(&ctrd.socket).await.expect("connect to containerd");
         let (repo, tag) = IMAGE.split_once(':').expect("IMAGE is repo:tag");
@@ -64,10 +75,10 @@ impl AppsLab {
         pki.add_token("tok-apps");
         let mut agent = AgentFixture::new(dir.path(), ns.clone());
         agent.env.push(("WENDY_CONTAINERD_SOCKET".into(), ctrd.socket.display().to_string()));
-        agent.start(&[]);
+        agent.start(agent_env);
         let plain = agent.plaintext().await.expect("plaintext channel");
         provisioning_client(plain)
-            .start_provisioning(pki.provisioning_request("tok-apps", 3))
+            .start_provisioning(pki.provisioning_request("tok-apps", ASSET_ID))
             .await
             .expect("provision");
         let ca_pem = pki.ca().ca.certificate_pem();
@@ -77,6 +88,16 @@ impl AppsLab {
         let ch = lab.viewer_channel().await;
         lab.wait_for_containers(&ch).await;
         Some(lab)
+    }
+
+    /// The device certificate's common name (what a TLS client checks).
+    pub fn device_cn(&self) -> String {
+        wendy_identity::profile::device_common_name(ORGANIZATION_ID, ASSET_ID)
+    }
+
+    /// The agent's OCI registry (the default port, in its namespace).
+    pub fn registry_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.agent.mtls_addr().ip(), wendy_proto::contract::DEFAULT_REGISTRY_PORT)
     }
 
     /// A new mTLS channel to the agent as the Member.

@@ -212,6 +212,58 @@ fn busybox_layer(dir: &Path) -> (Vec<u8>, Digest) {
     (std::fs::read(dir.join("layer.tar.gz")).expect("read layer"), diff_id)
 }
 
+/// Writes the busybox image (as [`import_busybox`] builds it) as an OCI
+/// image layout in `dir` (`oci-layout`, `index.json`, `blobs/sha256/`)
+/// under the tag `tag`, for standard clients (`skopeo copy oci:DIR:TAG`);
+/// returns the manifest's digest.
+pub fn write_busybox_layout(dir: &Path, tag: &str) -> Digest {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+    let work = dir.join("build");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let (layer, diff_id) = busybox_layer(&work);
+    std::fs::remove_dir_all(&work).expect("rm build dir");
+    let config = busybox_config(&diff_id);
+    let blob = |data: &[u8]| {
+        let d = Digest::of(data);
+        std::fs::write(dir.join("blobs/sha256").join(d.hex()), data).expect("write blob");
+        d
+    };
+    let layer_digest = blob(&layer);
+    let config_digest = blob(&config);
+    let manifest = busybox_manifest(&config_digest, config.len(), &layer_digest, layer.len()).to_string();
+    let manifest_digest = blob(manifest.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest.as_str(), "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    manifest_digest
+}
+
+/// The busybox image's config (entrypoint `/bin/busybox`, `Cmd` `echo
+/// hello`) for the host's platform.
+fn busybox_config(diff_id: &Digest) -> Vec<u8> {
+    let platform = host_platform();
+    serde_json::json!({
+        "architecture": platform.architecture, "os": "linux",
+        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["echo", "hello"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The busybox image's manifest.
+fn busybox_manifest(config: &Digest, config_len: usize, layer: &Digest, layer_len: usize) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.as_str(), "size": config_len},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.as_str(), "size": layer_len}],
+    })
+}
+
 /// Pushes `data` as a blob through the registry's store.
 pub async fn push_blob(store: &ContainerdStore, data: &[u8]) -> Digest {
     let digest = Digest::of(data);
@@ -245,20 +297,9 @@ pub async fn push_manifest(
 pub async fn import_busybox(store: &ContainerdStore, dir: &Path, repo: &str, tag: &str) -> (Digest, usize) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let (layer, diff_id) = busybox_layer(dir);
-    let platform = host_platform();
-    let config = serde_json::json!({
-        "architecture": platform.architecture, "os": "linux",
-        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["echo", "hello"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
-    })
-    .to_string()
-    .into_bytes();
+    let config = busybox_config(&diff_id);
     let layer_digest = push_blob(store, &layer).await;
     let config_digest = push_blob(store, &config).await;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.as_str(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.as_str(), "size": layer.len()}],
-    });
+    let manifest = busybox_manifest(&config_digest, config.len(), &layer_digest, layer.len());
     push_manifest(store, repo, tag, OCI_MANIFEST, manifest).await
 }

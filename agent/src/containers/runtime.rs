@@ -429,6 +429,12 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// The content store over the same connection (the registry writes
+    /// into it).
+    pub fn store(&self) -> &ContainerdStore {
+        &self.store
+    }
+
     /// A runtime over `store`'s connection, with the host's `/dev`
     /// ([`DevFs`]) and platform.
     pub fn new(store: &ContainerdStore, options: RuntimeOptions) -> Result<Self, RuntimeError> {

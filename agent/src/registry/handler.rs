@@ -238,7 +238,7 @@ fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
-fn error_response(e: RegistryError) -> Response<ResponseBody> {
+pub(crate) fn error_response(e: RegistryError) -> Response<ResponseBody> {
     let body = e.body();
     let mut r = response(e.status, full(body.clone()));
     for (name, value) in e.headers {

@@ -125,12 +125,26 @@ pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(5 * 60);
 /// Listeners a process has open at once (the agent's plaintext and mTLS
 /// ports overlap while it switches between them).
 pub const LISTENERS_PER_PROCESS: usize = 2;
+/// Connections at once on the agent's OCI registry port (a push uses a few;
+/// it is a listener of its own next to the gRPC ones).
+pub const REGISTRY_MAX_CONNECTIONS: usize = 32;
 /// Descriptors for everything but connections: journald, D-Bus, state and
 /// seed files, pki-core calls, the runtime.
 pub const RESERVED_DESCRIPTORS: usize = 512;
 /// The process descriptor limit consistent with the caps; the agent's unit
 /// sets `LimitNOFILE=` to exactly this.
-pub const LIMIT_NOFILE: usize = LISTENERS_PER_PROCESS * MAX_CONNECTIONS + RESERVED_DESCRIPTORS;
+pub const LIMIT_NOFILE: usize =
+    LISTENERS_PER_PROCESS * MAX_CONNECTIONS + REGISTRY_MAX_CONNECTIONS + RESERVED_DESCRIPTORS;
+
+/// What a connection must send before the listener hands it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// The HTTP/2 preface within [`Limits::preface_timeout`] (gRPC).
+    Http2Preface,
+    /// Anything: the server bounds the first request itself (HTTP/1.1
+    /// with a header read timeout, the OCI registry).
+    ServerBounded,
+}
 
 /// The caps one listener applies. [`Limits::default`] is a device's (the
 /// constants above), [`Limits::service`] pki-core's; tests may shrink them.
@@ -159,6 +173,8 @@ pub struct Limits {
     pub tls_buffer_limit: usize,
     /// See [`REFUSAL_LOG_INTERVAL`].
     pub refusal_log_interval: Duration,
+    /// What a connection must send first (default the HTTP/2 preface).
+    pub first_bytes: FirstBytes,
 }
 
 impl Default for Limits {
@@ -175,6 +191,7 @@ impl Default for Limits {
             preface_timeout: PREFACE_TIMEOUT,
             tls_buffer_limit: TLS_BUFFER_LIMIT,
             refusal_log_interval: REFUSAL_LOG_INTERVAL,
+            first_bytes: FirstBytes::Http2Preface,
         }
     }
 }
@@ -192,11 +209,24 @@ impl Limits {
             ..Self::default()
         }
     }
+
+    /// The agent's OCI registry listener: [`REGISTRY_MAX_CONNECTIONS`],
+    /// HTTP/1.1 or h2 ([`FirstBytes::ServerBounded`]).
+    pub fn registry() -> Self {
+        Self {
+            max_connections: REGISTRY_MAX_CONNECTIONS,
+            max_connections_per_peer: REGISTRY_MAX_CONNECTIONS / 2,
+            max_handshakes: REGISTRY_MAX_CONNECTIONS / 2,
+            max_handshakes_per_peer: REGISTRY_MAX_CONNECTIONS / 8,
+            first_bytes: FirstBytes::ServerBounded,
+            ..Self::default()
+        }
+    }
 }
 
 // The caps are consistent with each other, checked when the crate builds.
 const _: () = {
-    assert!(LIMIT_NOFILE >= LISTENERS_PER_PROCESS * MAX_CONNECTIONS + RESERVED_DESCRIPTORS);
+    assert!(LIMIT_NOFILE >= LISTENERS_PER_PROCESS * MAX_CONNECTIONS + REGISTRY_MAX_CONNECTIONS + RESERVED_DESCRIPTORS);
     assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
     assert!(MAX_HANDSHAKES < MAX_CONNECTIONS);
     assert!(MAX_HANDSHAKES_PER_PEER < MAX_HANDSHAKES);

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::limits::{Limits, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+use crate::limits::{FirstBytes, Limits, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use crate::peers::{PeerSlot, PeerTable};
 use crate::refusals::{Refusal, Refusals};
 
@@ -243,6 +243,7 @@ where
             let tx = tx.clone();
             let counters = Arc::clone(&counters);
             let preface_timeout = limits.preface_timeout;
+            let first_bytes = limits.first_bytes;
             tokio::spawn(async move {
                 let stream = match started.await {
                     Ok(s) => s,
@@ -252,6 +253,12 @@ where
                     }
                 };
                 let mut conn = Conn { stream, peer: addr, preface_left: 0, _permit: permit };
+                if first_bytes == FirstBytes::ServerBounded {
+                    drop(handshake_permit);
+                    drop(peer_handshake);
+                    let _ = tx.send(Ok(conn)).await;
+                    return;
+                }
                 match tokio::time::timeout(preface_timeout, read_preface(&mut conn.stream)).await {
                     Ok(Ok(())) => conn.preface_left = HTTP2_PREFACE.len(),
                     Ok(Err(e)) => {

@@ -89,6 +89,8 @@ pub static TEST_ONLY_BUILD_MARKER: [u8; 34] = *b"WENDYOS-TEST-ONLY-BUILD-NEVER-S
 pub const CARGO_FEATURES: &[&str] = &[
     #[cfg(feature = "rauc")]
     "rauc",
+    #[cfg(feature = "apps")]
+    "apps",
     #[cfg(feature = "test-unhealthy")]
     "test-unhealthy",
 ];

@@ -1,5 +1,5 @@
-//! Helpers shared by the `wendy` CLI tests (`cli_errors`, `cli_flow`):
-//! running the real `wendy` binary, and a real `pkicore serve all --dev`.
+//! Helpers shared by the `wendy` CLI tests (`cli_errors`, `cli_flow`, `cli_apps`,
+//! `cli_run`): running the real `wendy` binary, and a real `pkicore serve all --dev`.
 //! Included with `#[path]`; on its own it is an empty test target.
 #![allow(dead_code)]
 
@@ -67,6 +67,8 @@ pub struct Cli {
     /// `$XDG_CONFIG_HOME`.
     pub xdg: PathBuf,
     netns: Option<String>,
+    /// Extra environment for every run.
+    pub env: Vec<(String, String)>,
 }
 
 /// A finished `wendy` run.
@@ -107,7 +109,13 @@ impl Cli {
     /// A user whose config lives under `dir`.
     pub fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).expect("mkdir");
-        Self { xdg: dir.to_path_buf(), netns: None }
+        Self { xdg: dir.to_path_buf(), netns: None, env: Vec::new() }
+    }
+
+    /// Sets `key=value` in the environment of every run from now on.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Runs `wendy` inside `ns` from now on.
@@ -134,6 +142,7 @@ impl Cli {
         let out: Output = cmd
             .args(args)
             .env("XDG_CONFIG_HOME", &self.xdg)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("WENDY_API_KEY")
             .stdin(Stdio::null())
             .output()

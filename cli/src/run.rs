@@ -448,12 +448,16 @@ async fn start_app(conn: &Connection, name: &str) -> Result<OutputStream, CliErr
 /// Writes the app's output to stdout until it exits or Ctrl-C, which
 /// stops it.
 async fn follow(conn: &Connection, name: &str, stream: &mut OutputStream) -> Result<(), CliError> {
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    // Registered now, before the first line is printed: `ctrl_c()` would
+    // register only when first polled, and a select whose other branch is
+    // ready never polls it, so a Ctrl-C right after the first line would
+    // kill the CLI and leave the app running.
+    let mut ctrl_c = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::io("listening for Ctrl-C", e))?;
     let mut out = std::io::stdout().lock();
     loop {
         let item = tokio::select! {
-            _ = &mut ctrl_c => {
+            _ = ctrl_c.recv() => {
                 drop(out);
                 return stop(conn, name).await;
             }

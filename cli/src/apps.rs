@@ -294,8 +294,8 @@ impl fmt::Display for ChangeReport {
 }
 
 /// A spinner on stderr while a change runs (hidden off a terminal and
-/// with `--json`).
-fn spinner(show: bool, message: String) -> ProgressBar {
+/// with `--json`); `wendy run` uses it too.
+pub(crate) fn spinner(show: bool, message: String) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

@@ -34,10 +34,9 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 use wendy_proto::agent::create_container_progress_response::ResponseType as CreateProgress;
 use wendy_proto::agent::wendy_container_service_client::WendyContainerServiceClient as V1Client;
@@ -280,20 +279,6 @@ fn v2(conn: &Connection) -> V2Client<Channel> {
     wendy_proto::limited!(V2Client::new(conn.channel.clone()))
 }
 
-/// A spinner on stderr (hidden unless `show`).
-fn spinner(show: bool, message: String) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb.set_message(message);
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb
-}
-
 /// The refusal when `dir` has no build file and there is no `--image`.
 fn no_build_file(dir: &Path) -> CliError {
     CliError::Usage(format!(
@@ -401,7 +386,7 @@ async fn create(conn: &Connection, app: &App, image_name: &str, restart: Restart
         restart_policy: Some(restart.to_proto()),
         ..Default::default()
     };
-    let pb = spinner(show, format!("creating {}", app.name));
+    let pb = crate::apps::spinner(show, format!("creating {}", app.name));
     let result = async {
         let mut stream = v1(conn).create_container_with_progress(req).await?.into_inner();
         while let Some(msg) = stream.next().await {

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `CreateContainer`, `CreateContainerWithProgress` (v1) | Member | parses `app_config` (the published `wendy.json`), replaces an app of the same name (its image and volumes are kept), creates the app from `image_name` (already in containerd's store, pushed through the registry); it is not started |
 //! | `StartContainer` | Member | starts the app, streams `Started`, then its output until it exits or the caller goes away |
-//! | `AttachContainer` | Member | `UNIMPLEMENTED`: an app's task has no stdin (see below) |
+//! | `AttachContainer` | Member | the first message names a running app; later messages' `stdin_data` go to its stdin; streams `Started`, then its output from now on, until it exits or the caller goes away (see below) |
 //! | `StopContainer` | Member | `SIGTERM`, then `SIGKILL` after [`STOP_TIMEOUT`]; the app stays stopped |
 //! | `DeleteContainer` | Member | stops and deletes the app; `delete_image`: its image unless another app uses it; `delete_volumes`: its `persist` volumes unless another app uses them |
 //! | `ListContainers` | Viewer | every app: `app_name`, `app_version` (the `wendy.json` version), `running_state`, `failure_count` |
@@ -44,9 +44,15 @@
 //! (containerd's shim, so the app never blocks on the agent), so both
 //! arrive as `stdout_output`, one message per line (with its `\n`).
 //! `StartContainer` streams from the file's length before the start, so
-//! only this run's output is sent. For the same reason there is no stdin:
-//! the task is created without one, so `AttachContainer` is
-//! `UNIMPLEMENTED` with a message saying so.
+//! only this run's output is sent.
+//!
+//! **Input.** Every task gets a stdin fifo that the agent keeps open
+//! ([`crate::containers::runtime::stdin`]), so attaching and leaving does
+//! not close the app's stdin. A client that closes its side of
+//! `AttachContainer` keeps receiving output until the app exits. An app
+//! started before the agent last started has no stdin
+//! (`FAILED_PRECONDITION` on its first `stdin_data`); its output still
+//! streams. The first message must arrive within [`ATTACH_FIRST_MESSAGE`].
 //!
 //! **Stats.** `memory_bytes` is read from the app's cgroup (`/wendy/<app>`:
 //! `memory.current` on cgroup v2, `memory.usage_in_bytes` on v1), which is
@@ -86,6 +92,7 @@ use crate::containers::app_config::{self, ConfigError, MAX_ARGS, MAX_PATH, MAX_S
 use crate::containers::containerd::{rfc3339, ContainerdError, ContainerdStore};
 use crate::containers::is_safe_name;
 use crate::containers::runtime::logs::{self, Follow};
+use crate::containers::runtime::stdin::StdinError;
 use crate::containers::runtime::{
     cgroup_path, AppState, AppStatus, NewApp, RestartPolicy, Runtime, RuntimeError, RuntimeOptions,
 };
@@ -115,6 +122,9 @@ const OUTPUT_BUFFER: usize = 64;
 /// After an app exits, how long the output stream waits for a line before
 /// it ends (the shim may still be copying the last ones).
 const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// How long `AttachContainer` waits for its first message (the app's name).
+pub const ATTACH_FIRST_MESSAGE: Duration = Duration::from_secs(30);
 
 /// Longest `image_name` accepted.
 const MAX_IMAGE_NAME: usize = 512;
@@ -204,6 +214,7 @@ fn runtime_status(e: &RuntimeError) -> Status {
         }
         RuntimeError::AlreadyExists(_) => Status::already_exists(message),
         RuntimeError::AlreadyRunning(_) | RuntimeError::NotRunning(_) => Status::failed_precondition(message),
+        RuntimeError::Stdin { source: StdinError::Closed, .. } => Status::failed_precondition(message),
         RuntimeError::Image { .. } | RuntimeError::Content { .. } | RuntimeError::LayerMismatch { .. } => {
             Status::failed_precondition(message)
         }
@@ -258,6 +269,15 @@ impl AppLocks {
 enum Output {
     Started,
     Line(Bytes),
+}
+
+/// What an `AttachContainer` message carries, taken out of the v1 or v2
+/// message.
+#[derive(Debug)]
+enum AttachIn {
+    App(String),
+    Stdin(Vec<u8>),
+    Empty,
 }
 
 /// The apps on containerd: the runtime, the per-app locks, and where
@@ -342,14 +362,72 @@ impl Apps {
             tracing::info!(app = %name, pid, "app started");
             offset
         };
-        Ok(self.follow(name, offset))
+        let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+        self.follow(tx, name, offset);
+        Ok(rx)
+    }
+
+    /// Attaches to running app `name`: `Started`, then its output from
+    /// now on; what `input` carries goes to its stdin. The stream ends when
+    /// the app exits (after its last lines) or the receiver is dropped; a
+    /// bad message or a stdin that cannot be written ends it with that
+    /// error.
+    async fn attach<S>(&self, name: String, mut input: S) -> Result<mpsc::Receiver<Result<Output, Status>>, AppsError>
+    where
+        S: Stream<Item = Result<AttachIn, Status>> + Send + Unpin + 'static,
+    {
+        check_app_name(&name)?;
+        if !is_running(self.runtime.state(&name).await?) {
+            return Err(RuntimeError::NotRunning(name).into());
+        }
+        let offset = tokio::fs::metadata(self.runtime.log_path(&name)).await.map(|m| m.len()).unwrap_or(0);
+        let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+        let mut output = self.follow(tx.clone(), name.clone(), offset);
+        let runtime = self.runtime.clone();
+        tracing::info!(app = %name, "client attached");
+        tokio::spawn(async move {
+            loop {
+                let data = tokio::select! {
+                    _ = &mut output => return,
+                    msg = input.next() => match msg {
+                        Some(Ok(AttachIn::Stdin(data))) => data,
+                        Some(Ok(AttachIn::Empty)) => continue,
+                        Some(Ok(AttachIn::App(_))) => {
+                            let e = "app_name: only the first message names the app; later ones carry stdin_data";
+                            let _ = tx.send(Err(Status::invalid_argument(e))).await;
+                            return;
+                        }
+                        // The client sent everything, or went away: its
+                        // output goes on until the app exits or the client
+                        // drops the stream.
+                        Some(Err(_)) | None => {
+                            drop(tx);
+                            let _ = output.await;
+                            return;
+                        }
+                    },
+                };
+                tokio::select! {
+                    _ = &mut output => return,
+                    r = runtime.write_stdin(&name, &data) => if let Err(e) = r {
+                        let _ = tx.send(Err(runtime_status(&e))).await;
+                        return;
+                    },
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// A task that sends `Started`, then app `name`'s output from `offset`
     /// until the app exits (and its last lines are read) or the receiver
-    /// is dropped.
-    fn follow(&self, name: String, offset: u64) -> mpsc::Receiver<Result<Output, Status>> {
-        let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+    /// of `tx` is dropped.
+    fn follow(
+        &self,
+        tx: mpsc::Sender<Result<Output, Status>>,
+        name: String,
+        offset: u64,
+    ) -> tokio::task::JoinHandle<()> {
         let runtime = self.runtime.clone();
         tokio::spawn(async move {
             if tx.send(Ok(Output::Started)).await.is_err() {
@@ -388,8 +466,7 @@ impl Apps {
                     return;
                 }
             }
-        });
-        rx
+        })
     }
 
     /// Stops app `name` on purpose.
@@ -761,6 +838,27 @@ impl ContainerService {
         Ok(Box::pin(ReceiverStream::new(rx).map(move |r| r.map(&wrap))))
     }
 
+    /// `AttachContainer`, v1 or v2: `parse` takes each message apart,
+    /// `wrap` makes each output item the version's message.
+    async fn attach<R, T, P, F>(&self, mut input: Streaming<R>, parse: P, wrap: F) -> Result<Boxed<T>, Status>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        P: Fn(R) -> AttachIn + Send + 'static,
+        F: Fn(Output) -> T + Send + 'static,
+    {
+        let apps = self.apps()?;
+        let first = tokio::time::timeout(ATTACH_FIRST_MESSAGE, input.message()).await.map_err(|_| {
+            Status::deadline_exceeded(format!("no first message (app_name) within {}s", ATTACH_FIRST_MESSAGE.as_secs()))
+        })??;
+        let name = match first.map(&parse) {
+            Some(AttachIn::App(name)) => name,
+            _ => return Err(Status::invalid_argument("app_name: the first message must name the app")),
+        };
+        let rx = apps.attach(name, Box::pin(input.map(move |r| r.map(&parse)))).await?;
+        Ok(Box::pin(ReceiverStream::new(rx).map(move |r| r.map(&wrap))))
+    }
+
     async fn list(&self) -> Result<Vec<AppStatus>, Status> {
         Ok(self.apps()?.list().await?)
     }
@@ -770,10 +868,6 @@ impl ContainerService {
 fn is_running(state: AppState) -> bool {
     matches!(state, AppState::Running { .. } | AppState::Paused)
 }
-
-const ATTACH_UNIMPLEMENTED: &str = "AttachContainer is not supported: an app's task has no stdin on this agent \
-     (its output goes to a log file written by containerd's shim, so it never depends on the agent); \
-     use StartContainer to follow its output";
 
 #[tonic::async_trait]
 impl V1Service for ContainerService {
@@ -847,9 +941,24 @@ impl V1Service for ContainerService {
 
     async fn attach_container(
         &self,
-        _request: Request<Streaming<v1::AttachContainerRequest>>,
+        request: Request<Streaming<v1::AttachContainerRequest>>,
     ) -> Result<Response<Self::AttachContainerStream>, Status> {
-        Err(Status::unimplemented(ATTACH_UNIMPLEMENTED))
+        use v1::attach_container_request::RequestType as In;
+        use v1::run_container_layers_response::{ConsoleOutput, ResponseType, Started};
+        let parse = |m: v1::AttachContainerRequest| match m.request_type {
+            Some(In::AppName(name)) => AttachIn::App(name),
+            Some(In::StdinData(data)) => AttachIn::Stdin(data),
+            None => AttachIn::Empty,
+        };
+        let stream = self
+            .attach(request.into_inner(), parse, |o| v1::RunContainerLayersResponse {
+                response_type: Some(match o {
+                    Output::Started => ResponseType::Started(Started {}),
+                    Output::Line(line) => ResponseType::StdoutOutput(ConsoleOutput { data: with_newline(line) }),
+                }),
+            })
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn stop_container(
@@ -938,9 +1047,24 @@ impl V2Service for ContainerService {
 
     async fn attach_container(
         &self,
-        _request: Request<Streaming<v2::AttachContainerRequest>>,
+        request: Request<Streaming<v2::AttachContainerRequest>>,
     ) -> Result<Response<Self::AttachContainerStream>, Status> {
-        Err(Status::unimplemented(ATTACH_UNIMPLEMENTED))
+        use v2::attach_container_request::RequestType as In;
+        use v2::container_stream_response::{ConsoleOutput, ResponseType, Started};
+        let parse = |m: v2::AttachContainerRequest| match m.request_type {
+            Some(In::AppName(name)) => AttachIn::App(name),
+            Some(In::StdinData(data)) => AttachIn::Stdin(data),
+            None => AttachIn::Empty,
+        };
+        let stream = self
+            .attach(request.into_inner(), parse, |o| v2::ContainerStreamResponse {
+                response_type: Some(match o {
+                    Output::Started => ResponseType::Started(Started {}),
+                    Output::Line(line) => ResponseType::StdoutOutput(ConsoleOutput { data: with_newline(line) }),
+                }),
+            })
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn stop_container(

@@ -8,13 +8,18 @@
 //!   service returns output only from `StartContainer`, which starts the
 //!   app (decision 0086). Prints the app's output so far and exits; with
 //!   `--follow`, new output until Ctrl-C.
+//! - `attach APP`: v2 `AttachContainer`: this terminal's stdin goes to
+//!   the running app's stdin, its output from now on comes back, until
+//!   the app exits or Ctrl-C (which detaches; the app keeps running).
+//!   The end of our stdin is not passed on: the app's stdin stays open
+//!   for the next attach.
 //! - `stop APP`: v2 `StopContainer`; the app stays stopped.
 //! - `rm APP [--keep-image] [--volumes]`: v2 `DeleteContainer`, with its
 //!   image (unless another app uses it) unless `--keep-image`, and with its
 //!   `persist` volumes when `--volumes`.
 //!
 //! All of them talk mTLS only ([`device::connect_provisioned`]). Listing
-//! and logs need role Viewer, stop and rm Member.
+//! and logs need role Viewer; attach, stop and rm Member.
 //!
 //! `wendy apps list --json` prints one object, stable for scripts:
 //!
@@ -47,7 +52,10 @@ use tonic::transport::Channel;
 use wendy_proto::agent_admin::app_service_client::AppServiceClient;
 use wendy_proto::agent_admin::{ListAppDetailsRequest, ReadAppLogsRequest};
 use wendy_proto::agent_v2::wendy_container_service_client::WendyContainerServiceClient;
-use wendy_proto::agent_v2::{AppRunningState, DeleteContainerRequest, ListContainersRequest, StopContainerRequest};
+use wendy_proto::agent_v2::{
+    attach_container_request::RequestType as AttachType, container_stream_response::ResponseType as OutputType,
+    AppRunningState, AttachContainerRequest, DeleteContainerRequest, ListContainersRequest, StopContainerRequest,
+};
 
 use crate::config::Store;
 use crate::device::{self, Connection, Target};
@@ -55,6 +63,9 @@ use crate::error::{sanitize, CliError};
 
 /// What `connect_provisioned` names when the device is not provisioned.
 const SERVED: &str = "apps";
+
+/// Bytes of our stdin sent per `AttachContainer` message at most.
+const STDIN_CHUNK: usize = 32 * 1024;
 
 /// The hint for an app the device does not have.
 const LIST_HINT: &str = "`wendy apps list` shows the apps on the device";
@@ -237,26 +248,100 @@ pub async fn logs(store: &Store, target: &Target, app: &str, follow: bool) -> Re
         .await
         .map_err(|s| status_error(context(), Some(app), &s, &conn))?
         .into_inner();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut ctrl_c = interrupt()?;
     let mut out = std::io::stdout().lock();
     loop {
         let item = tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = ctrl_c.recv() => break,
             item = stream.next() => item,
         };
         let Some(item) = item else { break };
         let chunk = item.map_err(|s| status_error(context(), Some(app), &s, &conn))?;
-        match out.write_all(&chunk.data).and_then(|()| if follow { out.flush() } else { Ok(()) }) {
-            // `wendy apps logs x | head` is not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            r => r.map_err(|e| CliError::io("writing output", e))?,
+        if !write_out(&mut out, &chunk.data, follow)? {
+            return Ok(());
         }
     }
+    finish_out(&mut out)
+}
+
+/// Ctrl-C, registered now: `tokio::signal::ctrl_c()` registers only when
+/// first polled, and a select whose other branch is ready never polls it,
+/// so a Ctrl-C right after the first output would kill the CLI instead.
+pub(crate) fn interrupt() -> Result<tokio::signal::unix::Signal, CliError> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::io("listening for Ctrl-C", e))
+}
+
+/// Writes `data` to `out` (flushed with `flush`); `false` when the reader
+/// went away (`wendy apps logs x | head` is not an error).
+fn write_out(out: &mut impl Write, data: &[u8], flush: bool) -> Result<bool, CliError> {
+    match out.write_all(data).and_then(|()| if flush { out.flush() } else { Ok(()) }) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        r => r.map(|()| true).map_err(|e| CliError::io("writing output", e)),
+    }
+}
+
+/// The last flush of `out`; a reader that went away is not an error.
+fn finish_out(out: &mut impl Write) -> Result<(), CliError> {
     match out.flush() {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.map_err(|e| CliError::io("writing output", e)),
     }
+}
+
+/// `wendy apps attach`: our stdin to the app's, its output to our stdout,
+/// until it exits or Ctrl-C (the app keeps running).
+pub async fn attach(store: &Store, target: &Target, app: &str) -> Result<(), CliError> {
+    let conn = connect(store, target).await?;
+    let context = || format!("attaching to app {app:?} on the device at {}", conn.addr);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let first = AttachContainerRequest { request_type: Some(AttachType::AppName(app.to_owned())) };
+    tx.try_send(first).map_err(|_| CliError::io("attaching", std::io::Error::other("request queue full")))?;
+    forward_stdin(tx);
+    let mut stream = published(&conn)
+        .attach_container(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| status_error(context(), Some(app), &s, &conn))?
+        .into_inner();
+    let mut ctrl_c = interrupt()?;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let item = tokio::select! {
+            _ = ctrl_c.recv() => break,
+            item = stream.next() => item,
+        };
+        let Some(item) = item else { break };
+        let msg = item.map_err(|s| status_error(context(), Some(app), &s, &conn))?;
+        let data = match msg.response_type {
+            Some(OutputType::StdoutOutput(o) | OutputType::StderrOutput(o)) => o.data,
+            Some(OutputType::Started(_)) | None => continue,
+        };
+        if !write_out(&mut out, &data, true)? {
+            return Ok(());
+        }
+    }
+    finish_out(&mut out)
+}
+
+/// Reads our stdin on a thread of its own (a blocking read cannot be
+/// cancelled, and would hold up the runtime's shutdown) and sends it in
+/// `AttachContainer` messages until it ends or the call is over.
+fn forward_stdin(tx: tokio::sync::mpsc::Sender<AttachContainerRequest>) {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; STDIN_CHUNK];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let msg = AttachContainerRequest { request_type: Some(AttachType::StdinData(buf[..n].to_vec())) };
+            if tx.blocking_send(msg).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// The report of `stop` and `rm`.

@@ -144,6 +144,9 @@ pub enum AppsCommand {
     /// Print an app's output so far (stdout and stderr); `--follow` keeps
     /// printing new output until Ctrl-C.
     Logs(AppsLogsArgs),
+    /// Send this terminal's input to a running app's stdin and print its
+    /// output, until it exits or Ctrl-C (which leaves it running; Member).
+    Attach(AppsAttachArgs),
     /// Stop an app; it stays stopped whatever its restart policy (Member).
     Stop(AppArgs),
     /// Remove an app and, unless `--keep-image`, its image (Member).
@@ -159,6 +162,17 @@ pub struct AppsLogsArgs {
     /// Keep printing new output until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// `wendy apps attach`.
+#[derive(Debug, Args)]
+pub struct AppsAttachArgs {
+    /// The app's name (`wendy apps list`).
+    #[arg(value_name = "APP")]
+    pub app: String,
     /// Which device.
     #[command(flatten)]
     pub device: DeviceArg,

@@ -129,6 +129,10 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
                     let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
                     apps::logs(&store, &target, &a.app, a.follow).await?;
                 }
+                AppsCommand::Attach(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    apps::attach(&store, &target, &a.app).await?;
+                }
                 AppsCommand::Stop(a) => {
                     let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
                     emit(a.json.json, &apps::stop(&store, &target, &a.app, !a.json.json).await?)?;

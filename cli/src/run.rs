@@ -433,12 +433,9 @@ async fn start_app(conn: &Connection, name: &str) -> Result<OutputStream, CliErr
 /// Writes the app's output to stdout until it exits or Ctrl-C, which
 /// stops it.
 async fn follow(conn: &Connection, name: &str, stream: &mut OutputStream) -> Result<(), CliError> {
-    // Registered now, before the first line is printed: `ctrl_c()` would
-    // register only when first polled, and a select whose other branch is
-    // ready never polls it, so a Ctrl-C right after the first line would
-    // kill the CLI and leave the app running.
-    let mut ctrl_c = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| CliError::io("listening for Ctrl-C", e))?;
+    // Registered before the first line is printed, so a Ctrl-C right after
+    // it stops the app rather than killing the CLI.
+    let mut ctrl_c = crate::apps::interrupt()?;
     let mut out = std::io::stdout().lock();
     loop {
         let item = tokio::select! {

@@ -15,8 +15,12 @@
 //! 4. a Member creates and starts an app that prints a line: `Started`,
 //!    then the line, arrive in the `StartContainer` stream, which ends when
 //!    the app exits; `ListContainers` (v1 and v2) shows it with its
-//!    `wendy.json` version, stopped; `AttachContainer` is UNIMPLEMENTED
-//!    saying there is no stdin;
+//!    `wendy.json` version, stopped. `AttachContainer`: an app reading
+//!    its stdin gets what a v1 attach sends and answers in that stream;
+//!    after that client went away, a v2 attach reaches the same stdin
+//!    (still open); attaching to a stopped app is FAILED_PRECONDITION, a
+//!    first message without `app_name` is INVALID_ARGUMENT, a Viewer is
+//!    PERMISSION_DENIED;
 //! 5. restart policy: an `on-failure:5` app and an `unless-stopped` app,
 //!    killed with SIGKILL (`ctr tasks kill`), come back running with
 //!    `failure_count` 1; a `no` app (started through v2, whose stream
@@ -42,6 +46,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
 use wendy_identity::role::Role;
+use wendy_proto::agent::attach_container_request::RequestType as AttachType;
 use wendy_proto::agent::wendy_container_service_client::WendyContainerServiceClient;
 use wendy_proto::agent::{
     create_container_progress_response::ResponseType as ProgressType, run_container_layers_response::ResponseType,
@@ -132,6 +137,87 @@ async fn start_and_collect(ch: &Channel, name: &str, agent: &AgentFixture) -> (b
     (started, out)
 }
 
+/// The first message of an attach: the app's name.
+fn attach_app(name: &str) -> AttachContainerRequest {
+    AttachContainerRequest { request_type: Some(AttachType::AppName(name.into())) }
+}
+
+fn attach_stdin(data: &[u8]) -> AttachContainerRequest {
+    AttachContainerRequest { request_type: Some(AttachType::StdinData(data.to_vec())) }
+}
+
+/// Step 4's attach (see the module docs).
+async fn attach_reaches_stdin(lab: &AppsLab, member: &Channel, viewer: &Channel) {
+    use wendy_proto::agent_v2::attach_container_request::RequestType as V2In;
+    use wendy_proto::agent_v2::container_stream_response::ResponseType as V2Type;
+
+    // Refusals: a stopped app, no name first, a Viewer.
+    let e = client(member).attach_container(tokio_stream::iter([attach_app("hello")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not running"), "{e:?}");
+    let e = client(member).attach_container(tokio_stream::iter([attach_stdin(b"x\n")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("first message must name the app"), "{e:?}");
+    let e = client(viewer).attach_container(tokio_stream::iter([attach_app("hello")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    let script = "trap 'exit 0' TERM; echo ready; while read l; do echo \"got $l\"; done; echo stdin closed";
+    let echoer = create("echoer", script, policy(RestartPolicyMode::No, 0));
+    client(member).create_container(echoer).await.expect("CreateContainer echoer");
+    let req = StartContainerRequest { app_name: "echoer".into(), restart_policy: None };
+    let mut started = client(member).start_container(req).await.expect("StartContainer echoer").into_inner();
+    let ready = async {
+        while let Some(msg) = started.message().await.expect("StartContainer stream") {
+            if matches!(&msg.response_type, Some(ResponseType::StdoutOutput(o)) if o.data == b"ready\n") {
+                return;
+            }
+        }
+        panic!("echoer ended before it was ready");
+    };
+    tokio::time::timeout(STEP, ready).await.expect("echoer ready");
+    drop(started);
+
+    // v1: the line sent comes back in the same stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(attach_app("echoer")).await.unwrap();
+    let mut stream = match client(member).attach_container(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Ok(s) => s.into_inner(),
+        Err(e) => panic!("AttachContainer: {e:?}\nagent log:\n{}", lab.agent.log_text()),
+    };
+    let first = stream.message().await.expect("attach stream").expect("a message");
+    assert!(matches!(first.response_type, Some(ResponseType::Started(_))), "{first:?}");
+    tx.send(attach_stdin(b"ping\n")).await.unwrap();
+    let line = tokio::time::timeout(STEP, stream.message()).await.expect("an answer").expect("stream").expect("line");
+    assert!(matches!(&line.response_type, Some(ResponseType::StdoutOutput(o)) if o.data == b"got ping\n"), "{line:?}");
+    drop((tx, stream));
+
+    // v2, after the first client went away: stdin is still open.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let v2_in = |t: V2In| wendy_proto::agent_v2::AttachContainerRequest { request_type: Some(t) };
+    tx.send(v2_in(V2In::AppName("echoer".into()))).await.unwrap();
+    tx.send(v2_in(V2In::StdinData(b"pong\n".to_vec()))).await.unwrap();
+    let mut stream = V2Client::new(member.clone())
+        .attach_container(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("v2 AttachContainer")
+        .into_inner();
+    let first = stream.message().await.expect("v2 attach stream").expect("a message");
+    assert!(matches!(first.response_type, Some(V2Type::Started(_))), "{first:?}");
+    let line = tokio::time::timeout(STEP, stream.message()).await.expect("an answer").expect("stream").expect("line");
+    assert!(matches!(&line.response_type, Some(V2Type::StdoutOutput(o)) if o.data == b"got pong\n"), "{line:?}");
+
+    // Stopping the app ends the attached stream.
+    client(member).stop_container(StopContainerRequest { app_name: "echoer".into() }).await.expect("stop echoer");
+    let rest =
+        tokio::time::timeout(STEP, async { while stream.message().await.expect("v2 attach stream").is_some() {} });
+    rest.await.expect("the attach stream ends when the app stops");
+    drop(tx);
+    client(member)
+        .delete_container(DeleteContainerRequest { app_name: "echoer".into(), ..Default::default() })
+        .await
+        .expect("delete echoer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_service_over_mtls_on_real_containerd() {
     wendy_tests::init();
@@ -198,13 +284,8 @@ async fn container_service_over_mtls_on_real_containerd() {
     assert_eq!(v2.app_name, "hello");
     assert_eq!(v2.running_state, wendy_proto::agent_v2::AppRunningState::Stopped as i32);
 
-    // AttachContainer: no stdin on this agent, said clearly.
-    let first = AttachContainerRequest {
-        request_type: Some(wendy_proto::agent::attach_container_request::RequestType::AppName("hello".into())),
-    };
-    let e = client(&member).attach_container(tokio_stream::iter([first])).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-    assert!(e.message().contains("no stdin"), "{e:?}");
+    // 4. AttachContainer reaches the app's stdin.
+    attach_reaches_stdin(&lab, &member, &viewer).await;
 
     // 5. Restart policies bring killed apps back, counting the failure.
     let forever = "echo up; exec sleep 100000";

@@ -11,6 +11,9 @@
 //!    and failure count; the table shows the same;
 //! 2. `apps logs APP` prints its output so far and exits 0; `--follow`
 //!    prints new output (a later tick) and exits 0 on Ctrl-C (SIGINT);
+//!    `apps attach` of an app that echoes its stdin: a line typed into
+//!    the CLI's stdin comes back on its stdout; Ctrl-C exits 0 and leaves
+//!    the app running;
 //! 3. `apps logs nosuch` fails (exit 1) naming the app and `wendy apps
 //!    list`; a Viewer's `apps rm` and `apps stop` fail with the role message
 //!    (exit 5) and leave the app alone;
@@ -40,6 +43,7 @@ use wendy_tests::apps::{AppsLab, IMAGE, STEP};
 
 const TEST: &str = "cli_apps";
 const APP: &str = "greeter";
+const ECHOER: &str = "echoer";
 const GENERIC: i32 = 1;
 const DENIED: i32 = 5;
 
@@ -145,6 +149,83 @@ fn follow_until_new_tick(cli: &Cli, lab: &AppsLab, dev: &str, after: u32) {
     assert_eq!(status.code(), Some(0), "exit after Ctrl-C: {status:?}");
 }
 
+/// Step 2's attach (see the module docs): `wendy apps attach` to [`ECHOER`].
+async fn attach_echoes(cli: &Cli, lab: &AppsLab, dev: &str) {
+    let script = "echo ready; while read l; do echo \"got $l\"; done";
+    let config = serde_json::json!({"appId": ECHOER, "run": {"args": ["sh", "-c", script]}});
+    let req = CreateContainerRequest {
+        image_name: IMAGE.into(),
+        app_config: config.to_string().into_bytes(),
+        ..Default::default()
+    };
+    let mut client = WendyContainerServiceClient::new(lab.member_channel().await);
+    client.create_container(req).await.expect("CreateContainer echoer");
+    let req = StartContainerRequest { app_name: ECHOER.into(), restart_policy: None };
+    let mut stream = client.start_container(req).await.expect("StartContainer echoer").into_inner();
+    let ready = async {
+        while let Some(msg) = stream.message().await.expect("stream") {
+            if matches!(&msg.response_type, Some(ResponseType::StdoutOutput(o)) if o.data == b"ready\n") {
+                return;
+            }
+        }
+        panic!("echoer ended before it was ready");
+    };
+    tokio::time::timeout(STEP, ready).await.expect("echoer ready");
+    drop(stream);
+
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", lab.ns.name()])
+        .arg(common::wendy_bin())
+        .args(["apps", "attach", ECHOER, "--device", dev])
+        .env("XDG_CONFIG_HOME", &cli.xdg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wendy apps attach");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Typed until it comes back: the CLI may still be connecting.
+    let deadline = Instant::now() + STEP;
+    loop {
+        std::io::Write::write_all(&mut stdin, b"hi there\n").expect("write to wendy's stdin");
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            assert_eq!(line, "got hi there");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wendy apps attach: no echo within {STEP:?}");
+        }
+    }
+    // SAFETY: kill(2) of our own child (`ip netns exec` execs `wendy`).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wendy apps attach did not exit after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "exit after Ctrl-C: {status:?}");
+    let apps = list(cli, dev);
+    let echoer = apps.iter().find(|a| a["name"] == ECHOER).unwrap_or_else(|| panic!("echoer listed: {apps:?}"));
+    assert_eq!(echoer["state"], "running", "detaching leaves the app running");
+    cli.run(&["apps", "rm", ECHOER, "--device", dev]).expect_code(0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wendy_apps_list_logs_stop_rm() {
     wendy_tests::init();
@@ -186,6 +267,7 @@ async fn wendy_apps_list_logs_stop_rm() {
     assert!(so_far.stdout.starts_with("hello from the app\n"), "{so_far:#?}");
     let last = ticks(&so_far.stdout).last().copied().unwrap_or(0);
     follow_until_new_tick(&viewer, &lab, &dev, last);
+    attach_echoes(&member, &lab, &dev).await;
 
     // 3. Refusals: an unknown app, a Viewer changing an app.
     member.run(&["apps", "logs", "nosuch", "--device", &dev]).expect_code(GENERIC).expect_stderr(&[

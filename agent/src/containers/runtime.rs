@@ -7,7 +7,7 @@
 //! |------|------------------|
 //! | [`Runtime::unpack`] | `Images/Get`, `Content/Read` of the index (the entry for [`image::host_platform`]), manifest and config; per layer, unless its chain id is already a snapshot: `Snapshots/Prepare` (`overlayfs`, parent = the previous chain id), `Diff/Apply`, `Snapshots/Commit` as the chain id; `Content/Update` of the config's `containerd.io/gc.ref.snapshot.overlayfs` label, so the image roots its snapshots. All under one lease |
 //! | [`Runtime::create`] | the unpack, then `Snapshots/Prepare` of the app's root (key = app name, parent = the image's chain id) and `Containers/Create` (id = app name, runtime [`RUNC_RUNTIME`], the OCI spec from [`sandbox::build_spec`], labels [`LABEL_IMAGE`], [`LABEL_RESTART`], [`LABEL_STOPPED`]), under the same lease |
-//! | [`Runtime::start`] | `Snapshots/Mounts`, `Tasks/Create` (stdout and stderr: the app's log file), `Tasks/Start` |
+//! | [`Runtime::start`] | `Snapshots/Mounts`, `Tasks/Create` (stdout and stderr: the app's log file; stdin: its fifo, [`stdin`]), `Tasks/Start` |
 //! | [`Runtime::wait`], [`Runtime::kill`] | `Tasks/Wait`, `Tasks/Kill` |
 //! | [`Runtime::stop`] | `Tasks/Kill` `SIGTERM`, `Tasks/Wait` up to a timeout, then `SIGKILL` to every process, `Tasks/Delete` |
 //! | [`Runtime::delete`] | the stop's kill, `Tasks/Delete`, `Containers/Delete`, `Snapshots/Remove`, optionally `Images/Delete` (synchronous collection) when no other app uses the image |
@@ -54,6 +54,7 @@
 
 pub mod image;
 pub mod logs;
+pub mod stdin;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,7 @@ use tonic::{Code, Status};
 
 use self::image::{Desc, Document, ImageError, Platform};
 use self::logs::Follow;
+use self::stdin::{Pipes, StdinError};
 use super::app_config::{AppConfig, Entitlement};
 use super::containerd::{expiry, ContainerdError, ContainerdStore, LEASE_HEADER, NAMESPACE, NAMESPACE_HEADER};
 use super::sandbox::{self, DevFs, SandboxError, SandboxOptions};
@@ -162,6 +164,15 @@ pub enum RuntimeError {
     /// The app has no task.
     #[error("app {0:?} is not running")]
     NotRunning(String),
+    /// The app's stdin cannot be written.
+    #[error("app {app:?}: {source}")]
+    Stdin {
+        /// The app.
+        app: String,
+        /// Why.
+        #[source]
+        source: StdinError,
+    },
     /// The image reference is not in containerd's store.
     #[error("image {0:?} is not on this device")]
     ImageNotFound(String),
@@ -420,6 +431,7 @@ pub struct Runtime {
     options: RuntimeOptions,
     devices: Arc<dyn HostDevices + Send + Sync>,
     platform: Platform,
+    stdin: Pipes,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -451,6 +463,7 @@ impl Runtime {
             options,
             devices: Arc::new(DevFs::default()),
             platform: image::host_platform(),
+            stdin: Pipes::default(),
         })
     }
 
@@ -463,6 +476,19 @@ impl Runtime {
     /// The log file of app `name`.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.options.log_dir.join(format!("{name}.log"))
+    }
+
+    /// The stdin fifo of app `name` ([`stdin`]).
+    pub fn stdin_path(&self, name: &str) -> PathBuf {
+        stdin::path(&self.options.log_dir, name)
+    }
+
+    /// Writes `data` to the stdin of app `name`, started by this runtime
+    /// ([`stdin`]); waits while the app is not reading.
+    pub async fn write_stdin(&self, name: &str, data: &[u8]) -> Result<(), RuntimeError> {
+        check_name(name)?;
+        let stdin_err = |source| RuntimeError::Stdin { app: name.to_owned(), source };
+        self.stdin.write(name, &self.stdin_path(name), data).await.map_err(stdin_err)
     }
 
     /// The lines of app `name`'s output ([`logs::lines`]): what it wrote
@@ -877,18 +903,26 @@ impl Runtime {
         let uri = self.log_uri(name).await?;
         let req = self.request(MountsRequest { snapshotter: SNAPSHOTTER.to_owned(), key: container.snapshot_key });
         let rootfs = self.snapshots().mounts(req).await.map_err(failed("Snapshots/Mounts"))?.into_inner().mounts;
+        let stdin_path = self.stdin_path(name);
+        let stdin = stdin_path.to_str().ok_or(RuntimeError::NotAbsolute("log directory (UTF-8)"))?.to_owned();
+        self.stdin.prepare(name, &stdin_path).map_err(|source| RuntimeError::Stdin { app: name.to_owned(), source })?;
         let msg = CreateTaskRequest {
             container_id: name.to_owned(),
             rootfs,
+            stdin,
             stdout: uri.clone(),
             stderr: uri,
             ..Default::default()
         };
-        self.tasks().create(self.request(msg)).await.map_err(failed("Tasks/Create"))?;
+        if let Err(status) = self.tasks().create(self.request(msg)).await {
+            self.stdin.close(name);
+            return Err(failed("Tasks/Create")(status));
+        }
         let req = self.request(StartRequest { container_id: name.to_owned(), exec_id: String::new() });
         let pid = match self.tasks().start(req).await {
             Ok(resp) => resp.into_inner().pid,
             Err(status) => {
+                self.stdin.close(name);
                 if let Err(e) = self.delete_task(name).await {
                     tracing::warn!(app = name, error = %e, "containerd: deleting a task that did not start");
                 }
@@ -953,6 +987,7 @@ impl Runtime {
             AppState::Created => self.kill_quietly(name, libc::SIGKILL, true).await?,
             _ => self.terminate(name, timeout).await?,
         }
+        self.stdin.close(name);
         self.delete_task(name).await.map(Some)
     }
 
@@ -1064,6 +1099,8 @@ impl Runtime {
         not_found_is_none(r)?;
         self.try_remove_snapshot(&container.snapshot_key).await?;
         self.remove_log(name).await?;
+        let stdin_err = |source| RuntimeError::Stdin { app: name.to_owned(), source };
+        self.stdin.remove(name, &self.stdin_path(name)).await.map_err(stdin_err)?;
         if delete_image && !container.image.is_empty() {
             return self.delete_unused_image(&container.image).await;
         }

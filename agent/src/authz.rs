@@ -15,6 +15,7 @@
 //! | `wendyos.agent.v1.DeviceAdminService/Unprovision` | Admin |
 //! | v1 `WendyAgentService/UpdateOS`, v2 `WendyOSUpdateService/UpdateOS` | Admin |
 //! | `wendyos.agent.v1.OsUpdateService/InstallBundle`, `/GetUpdateStatus`, `/Reboot` | Admin |
+//! | v1 `WendyAgentService/UpdateAgent`, v2 `WendyAgentUpdateService/UpdateAgent` | Admin |
 //! | v1 and v2 `WendyContainerService/ListContainers`, `/ListVolumes`, `/ListContainerStats` | Viewer |
 //! | `wendyos.agent.v1.AppService/ReadAppLogs`, `/ListAppDetails` | Viewer |
 //! | v1 `WendyContainerService/CreateContainer`, `/CreateContainerWithProgress` | Member |
@@ -45,6 +46,7 @@ pub fn required_role(path: &str) -> Option<Role> {
     use wendy_proto::agent_admin::app_service_server::SERVICE_NAME as OUR_APPS;
     use wendy_proto::agent_admin::device_admin_service_server::SERVICE_NAME as ADMIN;
     use wendy_proto::agent_admin::os_update_service_server::SERVICE_NAME as OS_UPDATE;
+    use wendy_proto::agent_v2::wendy_agent_update_service_server::SERVICE_NAME as AGENT_UPDATE_V2;
     use wendy_proto::agent_v2::wendy_container_service_server::SERVICE_NAME as APPS_V2;
     use wendy_proto::agent_v2::wendy_device_info_service_server::SERVICE_NAME as INFO_V2;
     use wendy_proto::agent_v2::wendy_os_update_service_server::SERVICE_NAME as OS_UPDATE_V2;
@@ -62,6 +64,7 @@ pub fn required_role(path: &str) -> Option<Role> {
         "Unprovision" if is(&[ADMIN]) => Some(Role::Admin),
         "UpdateOS" if is(&[AGENT, OS_UPDATE_V2]) => Some(Role::Admin),
         "InstallBundle" | "GetUpdateStatus" | "Reboot" if is(&[OS_UPDATE]) => Some(Role::Admin),
+        "UpdateAgent" if is(&[AGENT, AGENT_UPDATE_V2]) => Some(Role::Admin),
         "ListContainers" | "ListVolumes" | "ListContainerStats" if is(&[APPS, APPS_V2]) => Some(Role::Viewer),
         "ReadAppLogs" | "ListAppDetails" if is(&[OUR_APPS]) => Some(Role::Viewer),
         "CreateContainer" | "CreateContainerWithProgress" if is(&[APPS]) => Some(Role::Member),
@@ -185,6 +188,8 @@ mod tests {
             "/wendyos.agent.v1.OsUpdateService/InstallBundle",
             "/wendyos.agent.v1.OsUpdateService/GetUpdateStatus",
             "/wendyos.agent.v1.OsUpdateService/Reboot",
+            "/wendy.agent.services.v1.WendyAgentService/UpdateAgent",
+            "/wendy.agent.services.v2.WendyAgentUpdateService/UpdateAgent",
         ] {
             assert_eq!(required_role(admin), Some(Role::Admin), "{admin}");
         }
@@ -213,7 +218,14 @@ mod tests {
         assert_eq!(check(create, Some(&peer(Some(Role::Viewer)))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert!(check(create, Some(&peer(Some(Role::Member)))).is_ok());
         assert_eq!(required_role("/wendy.agent.services.v1.WendyProvisioningService/Unprovision"), None);
-        assert_eq!(required_role("/wendy.agent.services.v1.WendyAgentService/UpdateAgent"), None);
+        assert_eq!(required_role("/wendy.agent.services.v2.WendyOSUpdateService/UpdateAgent"), None);
+        assert_eq!(required_role("/wendy.agent.services.v2.WendyAgentUpdateService/UpdateOS"), None);
+        let update_agent = "/wendy.agent.services.v2.WendyAgentUpdateService/UpdateAgent";
+        assert_eq!(
+            check(update_agent, Some(&peer(Some(Role::Member)))).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert!(check(update_agent, Some(&peer(Some(Role::Admin)))).is_ok());
         assert_eq!(required_role("/wendy.agent.services.v2.WendyOSUpdateService/Reboot"), None);
         // Our app calls live only in our package.
         assert_eq!(required_role("/wendy.agent.services.v2.WendyContainerService/ReadAppLogs"), None);

@@ -49,11 +49,20 @@ pub const DEFAULT_UPDATE_DIR: &str = "/data/update";
 /// The device key algorithm (`ml-dsa-65`, the default, or `ecdsa-p256` as
 /// published WendyOS agents use).
 pub const DEVICE_KEY_ALGORITHM_ENV: &str = "WENDY_DEVICE_KEY_ALGORITHM";
-/// Bytes of the data partition that OS update downloads and registry pushes
-/// never take: the agent's state and the running apps need room.
+/// Bytes of the data partition that OS update downloads, registry pushes
+/// and agent uploads never take: the agent's state and the running apps need room.
 pub const DATA_RESERVE_ENV: &str = "WENDY_DATA_RESERVE_BYTES";
 /// Default of [`DATA_RESERVE_ENV`]: 64 MiB.
 pub const DEFAULT_DATA_RESERVE: u64 = 64 * 1024 * 1024;
+
+/// The file whose presence makes this a development image: shipped only by
+/// the development overlay (`image/rootfs-dev`, `scripts/build-image
+/// --variant dev`). Without it the image counts as production, and the
+/// published `UpdateAgent` is refused ([`crate::agent_update`]). Tests point
+/// this at a file of their own to say "development".
+pub const DEVELOPMENT_MARKER_ENV: &str = "WENDY_DEVELOPMENT_MARKER";
+/// Default of [`DEVELOPMENT_MARKER_ENV`].
+pub const DEFAULT_DEVELOPMENT_MARKER: &str = "/etc/wendyos/development";
 
 /// The directory under the state directory ([`Config::config_dir`], on the
 /// data partition) that holds what the apps keep outside containerd: their
@@ -86,6 +95,11 @@ pub struct Config {
     pub device_key_algorithm: KeyAlgorithm,
     /// OS update staging and records.
     pub update_dir: PathBuf,
+    /// The development-image marker ([`DEVELOPMENT_MARKER_ENV`]).
+    pub development_marker: PathBuf,
+    /// Bytes of the data partition that uploads never take
+    /// ([`DATA_RESERVE_ENV`]).
+    pub data_reserve: u64,
     /// containerd's socket (`WENDY_CONTAINERD_SOCKET`, default
     /// `/run/containerd/containerd.sock`; both defined in
     /// [`crate::containers::containerd`]).
@@ -95,10 +109,6 @@ pub struct Config {
     /// [`DEFAULT_REGISTRY_PORT`]).
     #[cfg(feature = "apps")]
     pub registry_port: u16,
-    /// Bytes of the data partition a registry push never takes
-    /// ([`DATA_RESERVE_ENV`]).
-    #[cfg(feature = "apps")]
-    pub data_reserve: u64,
 }
 
 impl Config {
@@ -148,7 +158,6 @@ impl Config {
                 }
             },
         };
-        #[cfg(feature = "apps")]
         let data_reserve = match lookup(DATA_RESERVE_ENV).filter(|v| !v.is_empty()) {
             None => DEFAULT_DATA_RESERVE,
             Some(v) => v
@@ -168,6 +177,8 @@ impl Config {
             enrollment_ca_file: path(ENROLLMENT_CA_FILE_ENV, DEFAULT_ENROLLMENT_CA_FILE),
             device_key_algorithm,
             update_dir: path(UPDATE_DIR_ENV, DEFAULT_UPDATE_DIR),
+            development_marker: path(DEVELOPMENT_MARKER_ENV, DEFAULT_DEVELOPMENT_MARKER),
+            data_reserve,
             #[cfg(feature = "apps")]
             containerd_socket: path(
                 crate::containers::containerd::SOCKET_ENV,
@@ -175,8 +186,6 @@ impl Config {
             ),
             #[cfg(feature = "apps")]
             registry_port: port_of(REGISTRY_PORT_ENV, DEFAULT_REGISTRY_PORT)?,
-            #[cfg(feature = "apps")]
-            data_reserve,
         })
     }
 
@@ -193,6 +202,12 @@ impl Config {
     /// The on-disk copy of the latest CRLs.
     pub fn crl_file(&self) -> PathBuf {
         self.config_dir.join("crl.pem")
+    }
+
+    /// Whether this is a development image (the marker exists; anything
+    /// else, an unreadable path included, counts as production).
+    pub fn is_development_image(&self) -> bool {
+        self.development_marker.is_file()
     }
 
     /// The apps' log files, `<app>.log` (see [`APPS_SUBDIR`]).

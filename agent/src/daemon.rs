@@ -24,9 +24,11 @@ use wendy_proto::agent::wendy_agent_service_server::WendyAgentServiceServer;
 use wendy_proto::agent::wendy_provisioning_service_server::WendyProvisioningServiceServer;
 use wendy_proto::agent::{IsProvisionedResponse, StartProvisioningRequest};
 use wendy_proto::agent_admin::device_admin_service_server::DeviceAdminServiceServer;
+use wendy_proto::agent_v2::wendy_agent_update_service_server::WendyAgentUpdateServiceServer as AgentUpdateServer;
 use wendy_proto::agent_v2::wendy_device_info_service_server::WendyDeviceInfoServiceServer;
 use wendy_proto::agent_v2::wendy_provisioning_service_server::WendyProvisioningServiceServer as ProvisioningV2Server;
 
+use crate::agent_update::AgentUpdate;
 use crate::avahi::{Advertisement, Advertiser};
 use crate::config::Config;
 use crate::device_admin::DeviceAdmin;
@@ -114,6 +116,7 @@ pub struct Daemon {
     identity: RwLock<Option<Arc<Identity>>>,
     #[cfg(feature = "rauc")]
     updater: Arc<crate::os_update::Updater>,
+    agent_updater: Arc<crate::agent_update::AgentUpdater>,
     /// The apps on containerd, once reached (feature `apps`): filled by
     /// [`crate::container_service::connect_loop`] while provisioned.
     #[cfg(feature = "apps")]
@@ -143,6 +146,7 @@ impl Daemon {
             let installer = Arc::new(crate::os_update::RaucBundleInstaller::new(policy.install));
             Arc::new(crate::os_update::Updater::new(config.update_dir.clone(), policy, installer))
         };
+        let agent_updater = Arc::new(crate::agent_update::AgentUpdater::new(&config));
         let daemon = Arc::new_cyclic(|me| Self {
             advertiser: Advertiser::start(&config.avahi_services_dir),
             config,
@@ -151,6 +155,7 @@ impl Daemon {
             identity: RwLock::new(None),
             #[cfg(feature = "rauc")]
             updater,
+            agent_updater,
             #[cfg(feature = "apps")]
             apps: Arc::new(arc_swap::ArcSwapOption::empty()),
             me: me.clone(),
@@ -210,6 +215,11 @@ impl Daemon {
     #[cfg(feature = "rauc")]
     pub fn updater(&self) -> &Arc<crate::os_update::Updater> {
         &self.updater
+    }
+
+    /// The agent updater (`UpdateAgent`).
+    pub fn agent_updater(&self) -> &Arc<crate::agent_update::AgentUpdater> {
+        &self.agent_updater
     }
 
     /// The identity, while provisioned.
@@ -441,8 +451,10 @@ impl Daemon {
         let (tx, rx) = oneshot::channel::<()>();
         #[cfg(feature = "rauc")]
         let os_update = crate::os_update::OsUpdate::new(me.updater.clone());
+        health_reporter.set_serving::<AgentUpdateServer<AgentUpdate>>().await;
         let router = services
             .published(server().layer(crate::authz::RoleLayer).add_service(health))
+            .add_service(wendy_proto::limited!(AgentUpdateServer::new(AgentUpdate::new(me.clone()))))
             .add_service(wendy_proto::limited!(DeviceAdminServiceServer::new(DeviceAdmin::new(me))));
         #[cfg(feature = "rauc")]
         let router = router

@@ -5,7 +5,8 @@
 //!
 //! v1's `UpdateOS` is here too, because the published v1 service has it;
 //! it hands over to the OS updater (`crate::os_update`, feature `rauc`),
-//! only over mTLS, role Admin.
+//! only over mTLS, role Admin. So is v1's `UpdateAgent`, which hands over
+//! to [`crate::agent_update`] (development images only).
 
 use std::sync::Arc;
 
@@ -87,6 +88,18 @@ impl WendyAgentService for DeviceInfo {
         {
             Err(Status::unimplemented("this agent is built without OS updates (Cargo feature rauc)"))
         }
+    }
+
+    type UpdateAgentStream = crate::agent_update::ResponseStream<wendy_proto::agent::UpdateAgentResponse>;
+
+    async fn update_agent(
+        &self,
+        request: Request<tonic::Streaming<wendy_proto::agent::UpdateAgentRequest>>,
+    ) -> Result<Response<Self::UpdateAgentStream>, Status> {
+        use wendy_proto::agent::update_agent_response::{ResponseType, Updated};
+        crate::agent_update::serve(self.0.agent_updater(), request, "UpdateAgent (v1)", || {
+            wendy_proto::agent::UpdateAgentResponse { response_type: Some(ResponseType::Updated(Updated {})) }
+        })
     }
 }
 

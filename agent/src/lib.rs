@@ -15,6 +15,8 @@
 //! - [`authz`]: the role → RPC table and the layer enforcing it;
 //! - [`provisioning`]: the published provisioning service, v1 and v2;
 //! - [`device_info`]: the published agent (v1) and device-info (v2) services;
+//! - [`agent_update`]: the published `UpdateAgent` (v2 service; v1 from
+//!   [`device_info`]): replaces the agent binary on development images;
 //! - [`device_admin`]: our own `Unprovision` (package `wendyos.agent.v1`);
 //! - [`anchor`]: the enrolment trust anchor for a stock `StartProvisioning`;
 //! - [`daemon`]: the unprovisioned ⇄ provisioned lifecycle;
@@ -39,6 +41,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_update;
 pub mod anchor;
 pub mod authz;
 pub mod avahi;

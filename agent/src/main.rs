@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use wendy_agent::agent_update::RESTART_EXIT_CODE;
 use wendy_agent::config::Config;
 use wendy_agent::daemon::Daemon;
 use wendy_agent::systemd;
@@ -17,6 +18,7 @@ Settings come from the environment:
   WENDY_AVAHI_SERVICES_DIR    Avahi service directory (default /etc/avahi/services)
   WENDY_CONFIG_PARTITION_DIR  first-boot seed (default /boot/config)
   WENDY_CRL_REFRESH_SECS      CRL refresh period (default 300)
+  WENDY_DEVELOPMENT_MARKER    development-image marker (default /etc/wendyos/development)
   RUST_LOG                    log filter (default info)";
 
 fn main() -> ExitCode {
@@ -47,6 +49,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything else runs: on a development image, an agent
+    // installed by UpdateAgent takes over this process (it returns only
+    // when there is none or it must not run).
+    wendy_agent::agent_update::replacement::exec_if_installed(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -70,13 +76,21 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     systemd::notify_ready();
+    wendy_agent::agent_update::replacement::confirm_started(daemon.config());
     // After READY: marks the booted A/B slot good once the agent is healthy.
     #[cfg(feature = "rauc")]
     tokio::spawn(wendy_agent::rauc::health_gate(std::sync::Arc::downgrade(&daemon)));
     systemd::spawn_heap_trim(systemd::HEAP_TRIM_INTERVAL);
     let watched = std::sync::Arc::downgrade(&daemon);
     systemd::spawn_watchdog(move || watched.upgrade().is_some_and(|d| d.is_serving()));
-    signals.wait().await;
+    let updater = daemon.agent_updater().clone();
+    let exit = tokio::select! {
+        _ = signals.wait() => ExitCode::SUCCESS,
+        _ = updater.restart_requested() => {
+            tracing::info!(status = RESTART_EXIT_CODE, "leaving so that systemd starts the updated agent");
+            ExitCode::from(RESTART_EXIT_CODE)
+        }
+    };
     tracing::info!("stopping");
     systemd::notify_stopping();
     daemon.withdraw();
@@ -84,7 +98,7 @@ async fn run(config: Config) -> ExitCode {
     // the runtime is dropped.
     daemon.stop().await;
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    exit
 }
 
 /// SIGTERM and SIGINT, installed once.

@@ -25,7 +25,7 @@ const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
 const MAX_LINE: usize = 200;
 
 /// Reads the first line of a small text file, if present and not empty.
-fn first_line(path: &Path) -> Option<String> {
+pub(crate) fn first_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let line: String = text.lines().next()?.trim().chars().take(MAX_LINE).collect();
     (!line.is_empty()).then_some(line)

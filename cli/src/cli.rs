@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -124,6 +125,10 @@ pub enum DeviceCommand {
     Unenroll(DeviceReadArgs),
     /// Reboot the device (Admin or Owner).
     Reboot(DeviceReadArgs),
+    /// Replace the agent of a development image with BINARY and wait for
+    /// it to restart (Admin or Owner; production images refuse: use
+    /// `wendy os update`).
+    UpdateAgent(UpdateAgentArgs),
 }
 
 /// `wendy os ...`
@@ -260,6 +265,20 @@ pub struct OsUpdateArgs {
     pub json: JsonArg,
 }
 
+/// `wendy device update-agent`.
+#[derive(Debug, Args)]
+pub struct UpdateAgentArgs {
+    /// The wendy-agent binary, built for the device's architecture.
+    #[arg(value_name = "BINARY")]
+    pub binary: PathBuf,
+    /// Which device.
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// JSON output.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 /// A device command that only reads (plus unenroll).
 #[derive(Debug, Args)]
 pub struct DeviceReadArgs {
@@ -378,6 +397,11 @@ mod tests {
         assert!(a.json.json);
         assert_eq!(a.device.device.as_deref(), Some("10.0.0.1:7"));
         assert_eq!(a.device.timeout, Duration::from_secs(3));
+        let cli = parse(&["device", "update-agent", "build/wendy-agent", "--device", "h:1", "--json"]).unwrap();
+        let Command::Device(DeviceCommand::UpdateAgent(a)) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.binary, PathBuf::from("build/wendy-agent"));
+        assert!(a.json.json && a.device.device.as_deref() == Some("h:1"));
+        assert_eq!(parse(&["device", "update-agent"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod agent_update;
 mod apps;
 mod auth;
 mod cli;
@@ -115,6 +116,10 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
                 DeviceCommand::Reboot(a) => {
                     let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
                     emit(a.json.json, &os::reboot(&store, &target).await?)?;
+                }
+                DeviceCommand::UpdateAgent(a) => {
+                    let target = device::resolve(&store, a.device.device.as_deref(), a.device.timeout).await?;
+                    emit(a.json.json, &agent_update::update(&store, &target, &a.binary, !a.json.json).await?)?;
                 }
             }
         }

@@ -151,7 +151,7 @@ fn bar(progress: bool, phase: &str) -> ProgressBar {
 }
 
 /// SHA-256 and size of `path`.
-async fn digest(path: &Path) -> Result<(String, u64), CliError> {
+pub(crate) async fn digest(path: &Path) -> Result<(String, u64), CliError> {
     let mut file =
         tokio::fs::File::open(path).await.map_err(|e| CliError::io(format!("opening {}", path.display()), e))?;
     let mut hasher = Sha256::new();

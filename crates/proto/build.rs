@@ -10,6 +10,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/wendy/agent/services/v2/provisioning_service.proto",
     "proto/wendy/agent/services/v2/device_info_service.proto",
     "proto/wendy/agent/services/v2/os_update_service.proto",
+    "proto/wendy/agent/services/v2/agent_update_service.proto",
     "proto/wendy/agent/services/v2/shared.proto",
     "proto/wendy/agent/services/v2/container_service.proto",
     "proto/wendyos/agent/v1/device_admin.proto",

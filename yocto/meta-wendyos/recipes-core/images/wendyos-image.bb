@@ -80,3 +80,13 @@ wendyos_slot_boot_files() {
 # not configured through the generated kas file) the image is skipped with
 # a clear reason instead of failing late in wic.
 SKIP_RECIPE[wendyos-image] = "${@wendyos.skip.partition_sizes_missing(d)}"
+
+# A development build (poky's own switch for it, decision 0024: `empty-root-
+# password` in EXTRA_IMAGE_FEATURES) carries the development marker of
+# image/rootfs-dev, the one fact by which the agent accepts UpdateAgent
+# (docs/decisions/0104). Without it the image is production.
+ROOTFS_POSTPROCESS_COMMAND += "${@bb.utils.contains('IMAGE_FEATURES', 'empty-root-password', 'wendyos_development_marker', '', d)}"
+wendyos_development_marker() {
+    install -D -m 0644 ${WENDYOS_SRC_DIR}/image/rootfs-dev/etc/wendyos/development \
+        ${IMAGE_ROOTFS}${sysconfdir}/wendyos/development
+}

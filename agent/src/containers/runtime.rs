@@ -25,7 +25,10 @@
 //! offset. The cost: stdout and stderr share one file (the runtime gives
 //! both the same URI, so they cannot be told apart afterwards), and the
 //! file grows until the app is deleted or the caller truncates it (no
-//! rotation yet).
+//! rotation yet). And with both streams in one file, containerd 1.6's runc
+//! shim can lose a stderr line written just before the app's stdout ends:
+//! its stdout copier closes the file the stderr copier still writes to
+//! (seen in the host tests, about one run in four).
 //!
 //! **Leases and collection.** Snapshots being unpacked and the app's root
 //! before its container exists are held by a lease that expires by itself

@@ -23,9 +23,9 @@
 pub mod replacement;
 pub mod upload;
 
+use crate::busy::{Busy, OneAtATime};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,16 +176,6 @@ impl From<wendy_proto::agent::UpdateAgentRequest> for Message {
 /// `Updated{}`.
 pub type Outcome = mpsc::Receiver<Result<(), Status>>;
 
-/// Clears the busy flag when an update ends, however it ends.
-#[derive(Debug)]
-struct Busy(Arc<AtomicBool>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// The agent updates of this device: one at a time, into one directory.
 #[derive(Debug)]
 pub struct AgentUpdater {
@@ -193,7 +183,7 @@ pub struct AgentUpdater {
     development: bool,
     os_version_file: PathBuf,
     limits: Limits,
-    busy: Arc<AtomicBool>,
+    busy: OneAtATime,
     restart: watch::Sender<bool>,
 }
 
@@ -208,7 +198,7 @@ impl AgentUpdater {
             development: config.is_development_image(),
             os_version_file: config.os_version_file.clone(),
             limits: Limits::new(config),
-            busy: Arc::new(AtomicBool::new(false)),
+            busy: OneAtATime::default(),
             restart: watch::channel(false).0,
         }
     }
@@ -238,10 +228,7 @@ impl AgentUpdater {
         if *self.restart.borrow() {
             return Err(AgentUpdateError::Busy);
         }
-        self.busy
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| Busy(self.busy.clone()))
-            .map_err(|_| AgentUpdateError::Busy)
+        self.busy.begin().ok_or(AgentUpdateError::Busy)
     }
 
     /// Starts an update from `upload`: refused at once on a production

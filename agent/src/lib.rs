@@ -45,6 +45,7 @@ pub mod agent_update;
 pub mod anchor;
 pub mod authz;
 pub mod avahi;
+pub mod busy;
 pub mod cloud;
 pub mod config;
 #[cfg(feature = "apps")]

@@ -27,10 +27,10 @@ pub mod fetch;
 pub mod record;
 pub mod stage;
 
+use crate::busy::{Busy, OneAtATime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,23 +260,13 @@ fn slot_of(name: &str, props: &HashMap<String, zbus::zvariant::OwnedValue>) -> S
     }
 }
 
-/// Clears the busy flag when an update ends, however it ends.
-#[derive(Debug)]
-struct Busy(Arc<AtomicBool>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// The updates of this device: one at a time, staged in one directory.
 #[derive(Debug)]
 pub struct Updater {
     dir: PathBuf,
     policy: UpdatePolicy,
     installer: Arc<dyn BundleInstaller>,
-    busy: Arc<AtomicBool>,
+    busy: OneAtATime,
 }
 
 /// The stream of one update's events.
@@ -287,7 +277,7 @@ impl Updater {
     /// interrupted update there are removed.
     pub fn new(dir: PathBuf, policy: UpdatePolicy, installer: Arc<dyn BundleInstaller>) -> Self {
         stage::clean(&dir);
-        Self { dir, policy, installer, busy: Arc::new(AtomicBool::new(false)) }
+        Self { dir, policy, installer, busy: OneAtATime::default() }
     }
 
     /// The staging and record directory.
@@ -296,12 +286,9 @@ impl Updater {
     }
 
     fn begin(&self) -> Result<Busy, Status> {
-        self.busy
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| Busy(self.busy.clone()))
-            .map_err(|_| {
-                Status::failed_precondition("an OS update is already running on this device; wait for it to finish")
-            })
+        self.busy.begin().ok_or_else(|| {
+            Status::failed_precondition("an OS update is already running on this device; wait for it to finish")
+        })
     }
 
     /// Starts an update from `url`: refused at once if the URL is unusable

@@ -8,6 +8,7 @@ use super::replacement::{choose, Choice, Installed, Paths, MAX_ATTEMPTS};
 use super::upload::{self, UploadError};
 use super::*;
 use crate::config::{self, Config};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A config under `root`; a development image when `development`.
 fn config(root: &Path, development: bool) -> Config {

@@ -132,7 +132,12 @@ fn follow_until_new_tick(cli: &Cli, lab: &AppsLab, dev: &str, after: u32) {
         }
     }
     assert_eq!(seen.first().map(String::as_str), Some("hello from the app"), "{seen:?}");
-    // `ip netns exec` execs, so the child is `wendy` itself.
+    ctrl_c_exits_0(&mut child, "wendy apps logs --follow");
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` (`ip netns exec` execs, so it is
+/// `wendy` itself) and expects exit 0 within 10 s.
+fn ctrl_c_exits_0(child: &mut std::process::Child, what: &str) {
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -142,11 +147,11 @@ fn follow_until_new_tick(cli: &Cli, lab: &AppsLab, dev: &str, after: u32) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("wendy apps logs --follow did not exit after SIGINT");
+            panic!("{what} did not exit after SIGINT");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(0), "exit after Ctrl-C: {status:?}");
+    assert_eq!(status.code(), Some(0), "{what}: exit after Ctrl-C: {status:?}");
 }
 
 /// Step 2's attach (see the module docs): `wendy apps attach` to [`ECHOER`].
@@ -206,20 +211,7 @@ async fn attach_echoes(cli: &Cli, lab: &AppsLab, dev: &str) {
             panic!("wendy apps attach: no echo within {STEP:?}");
         }
     }
-    // SAFETY: kill(2) of our own child (`ip netns exec` execs `wendy`).
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wendy apps attach did not exit after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "exit after Ctrl-C: {status:?}");
+    ctrl_c_exits_0(&mut child, "wendy apps attach");
     let apps = list(cli, dev);
     let echoer = apps.iter().find(|a| a["name"] == ECHOER).unwrap_or_else(|| panic!("echoer listed: {apps:?}"));
     assert_eq!(echoer["state"], "running", "detaching leaves the app running");

@@ -234,6 +234,13 @@ mod tests {
     }
 
     #[test]
+    fn the_development_marker_is_where_the_dev_overlay_puts_it() {
+        let overlay = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/rootfs-dev");
+        let marker = overlay.join(DEFAULT_DEVELOPMENT_MARKER.trim_start_matches('/'));
+        assert!(marker.is_file(), "{} is missing", marker.display());
+    }
+
+    #[test]
     fn bad_port_is_a_clear_error() {
         let e = Config::from_lookup(|k| (k == AGENT_PORT_ENV).then(|| "nope".into())).unwrap_err();
         assert!(e.to_string().contains(AGENT_PORT_ENV));
